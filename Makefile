@@ -1,0 +1,30 @@
+# Set-up on a fresh machine: `make run` and `make test` create the virtual
+# environment, install the package (CPU torch wheel) and do their job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,dask]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/icldyn run linreg --out data/linreg.h5
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check dynamics reduced_models sims tests
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

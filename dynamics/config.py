@@ -1,0 +1,166 @@
+"""Typed configuration schemas: parsing from the command line and TOML, validation.
+
+Values are parsed as data (int, float, bool, str, lists of numbers); nothing is
+ever evaluated. Every error is a `UsageError` naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+TYPES = ("int", "float", "bool", "str", "ints", "floats")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key.
+
+    - name: the key as written on the command line and in TOML
+    - type: one of "int", "float", "bool", "str", "ints", "floats" (lists)
+    - default: the value when the key is not given (None: no default value)
+    - doc: one line, with units
+    - choices: allowed values of a "str" key
+    - low / high: bounds of a number (each element of a list)
+    - low_open: whether `low` itself is excluded (e.g. lr > 0)
+    - nonempty: whether a list must have at least one element
+    """
+
+    name: str
+    type: str
+    default: Any
+    doc: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    nonempty: bool = True
+
+    def parse(self, value: Any) -> Any:
+        """Convert a command-line string or a TOML value, then validate it."""
+        if self.type in ("ints", "floats"):
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)):
+                items = [items]
+            elem = self.type[:-1]
+            parsed = [self._scalar(elem, item) for item in items]
+            if self.nonempty and not parsed:
+                raise UsageError(f"key '{self.name}': the list is empty")
+            for item in parsed:
+                self._check_range(item)
+            return parsed
+        parsed = self._scalar(self.type, value)
+        self._check_range(parsed)
+        if self.choices and parsed not in self.choices:
+            raise UsageError(
+                f"key '{self.name}': {parsed!r} is not one of {', '.join(map(str, self.choices))}"
+            )
+        return parsed
+
+    def _scalar(self, kind: str, value: Any) -> Any:
+        text = value.strip() if isinstance(value, str) else None
+        bad = UsageError(f"key '{self.name}': expected {kind}, got {value!r}")
+        if kind == "str":
+            if not isinstance(value, str):
+                raise bad
+            return text
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if text is not None and text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise bad
+        if isinstance(value, bool):
+            raise bad
+        if kind == "int":
+            if isinstance(value, int):
+                return value
+            try:
+                return int(text) if text is not None else _raise(bad)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, (int, float)):
+            number = float(value)
+        else:
+            try:
+                number = float(text) if text is not None else _raise(bad)
+            except ValueError:
+                raise bad from None
+        if not math.isfinite(number):
+            raise UsageError(f"key '{self.name}': must be finite, got {value!r}")
+        return number
+
+    def _check_range(self, value: Any) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return
+        if self.low is not None:
+            if value < self.low or (self.low_open and value == self.low):
+                rel = ">" if self.low_open else ">="
+                raise UsageError(f"key '{self.name}': must be {rel} {self.low:g}, got {value!r}")
+        if self.high is not None and value > self.high:
+            raise UsageError(f"key '{self.name}': must be <= {self.high:g}, got {value!r}")
+
+
+def _raise(error: Exception):
+    raise error
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The keys of one experiment, in display order."""
+
+    keys: tuple[Key, ...]
+    by_name: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "by_name", {k.name: k for k in self.keys})
+
+    def defaults(self) -> dict[str, Any]:
+        return {k.name: k.default for k in self.keys}
+
+    def resolve(self, *layers: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by each layer in turn (TOML table, then --set pairs).
+
+        Raises UsageError for an unknown key or a bad value.
+        """
+        config = self.defaults()
+        for layer in layers:
+            for name, value in layer.items():
+                if name not in self.by_name:
+                    raise UsageError(f"unknown key '{name}' (known: {', '.join(self.by_name)})")
+                config[name] = self.by_name[name].parse(value)
+        missing = [k for k, v in config.items() if v is None and self.by_name[k].type != "str"]
+        if missing:
+            raise UsageError(f"key '{missing[0]}': no value given and no default")
+        return config
+
+
+def parse_assignments(pairs: list[str], option: str = "--set") -> dict[str, str]:
+    """['KEY=VALUE', ...] -> {KEY: VALUE} (values still text)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"{option} {pair!r}: expected KEY=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Read a TOML config file; UsageError naming the path if unreadable or malformed."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read config ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: malformed TOML ({exc})") from None

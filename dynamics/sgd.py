@@ -1,0 +1,83 @@
+"""Training loop for full networks, recording reduced parameters at chosen steps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .trajectory import Trajectory
+
+
+def train(
+    model: torch.nn.Module,
+    batch_loss: Callable[[int], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    record_steps: np.ndarray,
+    observe: Callable[[], dict[str, np.ndarray]],
+    time_per_step: float,
+    on_step: Callable[[int], None] | None = None,
+    eval_loss: Callable[[], float] | None = None,
+    loss_bound: float = 1e10,
+) -> Trajectory:
+    """Run optimizer steps 0 .. record_steps[-1] - 1, recording at record_steps.
+
+    Args:
+    - model: the network (its parameters are the optimizer's)
+    - batch_loss: step -> scalar loss on that step's minibatch (draws the batch)
+    - record_steps: (T,) increasing steps at which to record; step s is recorded
+      before update s, so step 0 is the initial point and the last entry is the
+      state after record_steps[-1] updates
+    - observe: reads the reduced parameters from the current weights
+    - time_per_step: gradient-flow time of one step (the learning rate for SGD)
+    - eval_loss: if given, the loss recorded at each recorded step (e.g. on a
+      fixed evaluation sample, smoother than the minibatch loss)
+    - loss_bound: a loss above it counts as divergence
+
+    Returns an "sgd" Trajectory with t = time_per_step x step and the minibatch
+    loss (or eval_loss) at each recorded step. A non-finite or unbounded loss, or a
+    non-finite observable, ends training with status "diverged" and the records before it.
+    """
+    record_steps = np.asarray(record_steps, dtype=np.int64)
+    last = int(record_steps[-1])
+    wanted = set(record_steps.tolist())
+    steps, losses, params = [], [], []
+    status = "complete"
+    for step in range(last + 1):
+        loss = batch_loss(step)
+        value = float(loss.detach())
+        if not math.isfinite(value) or abs(value) > loss_bound:
+            status = "diverged"
+            break
+        if step in wanted:
+            # copies: an observable may be a view of a weight the next step changes
+            observed = {k: np.array(v, dtype=np.float64) for k, v in observe().items()}
+            if not all(np.isfinite(v).all() for v in observed.values()):
+                status = "diverged"
+                break
+            if eval_loss is not None:
+                with torch.no_grad():
+                    value = float(eval_loss())
+            steps.append(step)
+            losses.append(value)
+            params.append(observed)
+        if step == last:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:
+            on_step(step)
+    names = params[0].keys() if params else observe().keys()
+    stacked = {n: np.stack([p[n] for p in params]) if params else np.zeros((0,)) for n in names}
+    steps_arr = np.asarray(steps, dtype=np.int64)
+    return Trajectory(
+        kind="sgd",
+        t=time_per_step * steps_arr.astype(np.float64),
+        loss=np.asarray(losses),
+        params=stacked,
+        step=steps_arr,
+        status=status,
+    )

@@ -1,0 +1,273 @@
+"""HDF5 store, format version 1 (docs/hdf5-format.md).
+
+Writes never modify a file in place: the new content is written to a
+temporary file in the same folder (a copy of the old file plus the new run),
+flushed to disk, then renamed over the old one. A crash at any moment leaves
+the old file or the new one, never a half-written one. Writers of one file
+take an exclusive lock on FILE.lock, so concurrent writers queue up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+
+import h5py
+import numpy as np
+
+from .errors import UsageError
+from .trajectory import Trajectory
+
+FORMAT = "icldyn"
+FORMAT_VERSION = 1
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("icl-dynamics")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchdiffeq", "sympy", "numpy", "h5py"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+@contextlib.contextmanager
+def _locked(path: str, timeout: float = 600.0) -> Iterator[None]:
+    """Exclusive lock on path + '.lock' (waits for another writer)."""
+    import time
+
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UsageError(f"{path}: another process is writing to it") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: str) -> None:
+    """Before any work: the output path must be a new file in a writable folder,
+    or an existing icldyn file of this format version."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a folder, not an output file")
+    if os.path.exists(path):
+        open_store(path).close()
+    elif not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise UsageError(f"{folder}: not a folder")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{folder}: cannot create output folder ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{folder}: not writable")
+
+
+def open_store(path: str) -> h5py.File:
+    """Open an existing icldyn file read-only; UsageError naming the path otherwise."""
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError:
+        raise UsageError(f"{path}: not a readable HDF5 file") from None
+    fmt, version = fh.attrs.get("format"), fh.attrs.get("format_version")
+    if fmt != FORMAT:
+        fh.close()
+        raise UsageError(f"{path}: not an icldyn file (format attribute {fmt!r})")
+    if version != FORMAT_VERSION:
+        fh.close()
+        raise UsageError(f"{path}: format version {version}, this icldyn reads {FORMAT_VERSION}")
+    return fh
+
+
+def _next_run_id(fh: h5py.File, experiment: str) -> str:
+    existing = set(fh["runs"].keys()) if "runs" in fh else set()
+    n = 1
+    while f"{experiment}-{n:04d}" in existing:
+        n += 1
+    return f"{experiment}-{n:04d}"
+
+
+def _json_attr(value) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON-able: {type(obj).__name__}")
+
+
+def write_trajectory(group: h5py.Group, traj: Trajectory) -> None:
+    """Write one trajectory's datasets and attributes into an empty group."""
+    group.attrs["kind"] = traj.kind
+    group.attrs["status"] = traj.status
+    for key, value in traj.attrs.items():
+        group.attrs[key] = value if isinstance(value, (str, int, float)) else _json_attr(value)
+    group.create_dataset("t", data=traj.t.astype(np.float64))
+    group.create_dataset("loss", data=traj.loss.astype(np.float64))
+    if traj.step is not None:
+        group.create_dataset("step", data=traj.step.astype(np.int64))
+    params = group.create_group("params")
+    for name, values in traj.params.items():
+        params.create_dataset(name, data=values.astype(np.float64))
+
+
+def _write_atomically(path: str, fill) -> None:
+    """Copy path (if any) to a temp file, let fill(h5py.File) add to it, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".icldyn-", suffix=".h5.tmp", dir=folder)
+    os.close(fd)
+    try:
+        if os.path.exists(path):
+            shutil.copyfile(path, tmp)
+            mode = "r+"
+        else:
+            mode = "w"
+        with h5py.File(tmp, mode) as fh:
+            if mode == "w":
+                fh.attrs["format"] = FORMAT
+                fh.attrs["format_version"] = FORMAT_VERSION
+            fill(fh)
+        with open(tmp, "rb+") as raw:
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_run(
+    path: str,
+    experiment: str,
+    config: dict,
+    seed: int,
+    trajectories: dict[str, Trajectory],
+    status: str,
+    summary: dict,
+    extra: dict[str, dict[str, np.ndarray]] | None = None,
+) -> str:
+    """Append one run to the file (created if absent); returns its run id.
+
+    extra: optional groups of further datasets, name -> {dataset: array}, stored
+    beside the trajectories (e.g. risk curves).
+    """
+    result = {}
+
+    def fill(fh: h5py.File) -> None:
+        run_id = _next_run_id(fh, experiment)
+        run = fh.require_group("runs").create_group(run_id)
+        run.attrs["experiment"] = experiment
+        run.attrs["config"] = _json_attr(config)
+        run.attrs["seed"] = int(seed)
+        run.attrs["status"] = status
+        run.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        run.attrs["package_version"] = package_version()
+        run.attrs["versions"] = _json_attr(library_versions())
+        run.attrs["summary"] = _json_attr(summary)
+        for name, traj in trajectories.items():
+            write_trajectory(run.create_group(name), traj)
+        for name, datasets in (extra or {}).items():
+            group = run.create_group(name)
+            for key, values in datasets.items():
+                group.create_dataset(key, data=np.asarray(values))
+        result["run_id"] = run_id
+
+    with _locked(path):
+        _write_atomically(path, fill)
+    return result["run_id"]
+
+
+def read_trajectory(group: h5py.Group) -> Trajectory:
+    attrs = {k: v for k, v in group.attrs.items() if k not in ("kind", "status")}
+    return Trajectory(
+        kind=str(group.attrs["kind"]),
+        t=group["t"][()],
+        loss=group["loss"][()],
+        params={k: v[()] for k, v in group["params"].items()},
+        step=group["step"][()] if "step" in group else None,
+        status=str(group.attrs.get("status", "complete")),
+        attrs=attrs,
+    )
+
+
+def read_run(path: str, run_id: str | None = None) -> tuple[str, dict, dict[str, Trajectory]]:
+    """(run_id, run attributes, trajectories) of run_id, or of the newest run."""
+    with open_store(path) as fh:
+        runs = list(fh["runs"].keys()) if "runs" in fh else []
+        if not runs:
+            raise UsageError(f"{path}: holds no runs")
+        if run_id is None:
+            run_id = sorted(runs, key=lambda r: fh["runs"][r].attrs["created"])[-1]
+        if run_id not in fh["runs"]:
+            raise UsageError(f"{path}: no run {run_id!r} (runs: {', '.join(runs)})")
+        run = fh["runs"][run_id]
+        attrs = dict(run.attrs)
+        for key in ("config", "summary", "versions"):
+            if key in attrs:
+                attrs[key] = json.loads(attrs[key])
+        trajs = {
+            name: read_trajectory(g)
+            for name, g in run.items()
+            if isinstance(g, h5py.Group) and "kind" in g.attrs
+        }
+    return run_id, attrs, trajs
+
+
+def describe(path: str) -> dict:
+    """JSON-able listing of what a file holds."""
+    with open_store(path) as fh:
+        out = {"file": path, "format": FORMAT, "format_version": FORMAT_VERSION, "runs": {}}
+        for run_id, run in fh.get("runs", {}).items():
+            entry = {k: run.attrs[k] for k in ("experiment", "seed", "status", "created")}
+            entry["seed"] = int(entry["seed"])
+            entry["trajectories"] = {}
+            for name, g in run.items():
+                if not isinstance(g, h5py.Group):
+                    continue
+                if "kind" in g.attrs:
+                    entry["trajectories"][name] = {
+                        "kind": str(g.attrs["kind"]),
+                        "status": str(g.attrs.get("status", "complete")),
+                        "T": int(g["t"].shape[0]),
+                        "params": {k: list(v.shape) for k, v in g["params"].items()},
+                    }
+                else:
+                    entry.setdefault("data", {})[name] = {k: list(v.shape) for k, v in g.items()}
+            out["runs"][run_id] = entry
+        out["sweeps"] = list(fh.get("sweeps", {}).keys())
+    return out

@@ -1,0 +1,59 @@
+"""A trajectory: reduced parameters and loss at recorded times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("ode", "sgd")
+
+
+@dataclass
+class Trajectory:
+    """Recorded dynamics of one model.
+
+    - kind: "ode" (a reduced flow) or "sgd" (a full network)
+    - t: (T,) gradient-flow time; for sgd, lr x step
+    - loss: (T,) the loss the model descends (sgd: the minibatch loss before the step)
+    - params: name -> (T, ...) reduced parameters (observables)
+    - step: (T,) int64 optimiser steps (sgd only)
+    - status: "complete", "diverged" (non-finite or unbounded state) or "stalled"
+      (the adaptive solver's step budget or step size ran out); times after
+      the failure are not recorded, so the last row is the last good state
+    - attrs: free-form metadata (written as HDF5 attributes)
+    """
+
+    kind: str
+    t: np.ndarray
+    loss: np.ndarray
+    params: dict[str, np.ndarray]
+    step: np.ndarray | None = None
+    status: str = "complete"
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        self.t = np.asarray(self.t, dtype=np.float64)
+        self.loss = np.asarray(self.loss, dtype=np.float64)
+        self.params = {k: np.asarray(v, dtype=np.float64) for k, v in self.params.items()}
+        if self.step is not None:
+            self.step = np.asarray(self.step, dtype=np.int64)
+        for name, values in self.params.items():
+            if values.shape[:1] != self.t.shape:
+                raise ValueError(f"params/{name} has {values.shape[0]} rows, t has {len(self.t)}")
+
+    def final(self) -> dict[str, list]:
+        """Last recorded value of every parameter, as nested lists."""
+        return {k: v[-1].tolist() for k, v in self.params.items() if len(v)}
+
+    def summary(self) -> dict:
+        """JSON-able: status, final parameters, final loss, time reached."""
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "t_final": float(self.t[-1]) if len(self.t) else 0.0,
+            "final": self.final(),
+            "loss_final": float(self.loss[-1]) if len(self.loss) else None,
+        }

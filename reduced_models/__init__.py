@@ -1,0 +1,29 @@
+"""Symbolic reduced models: one module per system, plus the base machinery."""
+
+from . import linreg
+from .base import (
+    Manifold,
+    Param,
+    ReducedModel,
+    SymbolicLoss,
+    TorchLoss,
+    flow_eigenvalues,
+    flow_jacobian,
+    integrate_flow,
+    stationary_point,
+)
+
+SYSTEMS = {"linreg": linreg}
+
+
+def conformance_cases():
+    """Every registered system's cases for the conformance suite."""
+    for module in SYSTEMS.values():
+        yield from module.conformance_cases()
+
+
+__all__ = [
+    "Manifold", "Param", "ReducedModel", "SymbolicLoss", "TorchLoss", "SYSTEMS",
+    "conformance_cases", "flow_eigenvalues", "flow_jacobian", "integrate_flow",
+    "stationary_point",
+]

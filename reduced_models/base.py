@@ -1,0 +1,331 @@
+"""Base machinery of reduced models: manifold, metric, loss, gradient flow.
+
+A reduced model is
+- a state theta in R^P made of named parameters with shapes (e.g. one omega
+  per head), lifted into full-network weights by an affine map
+  W = J theta + b (the manifold);
+- observables: sympy expressions of the state (e.g. omega, mu from factors);
+- a loss of the observables: a sympy expression (symbolic) or a torch
+  function (for losses with no closed form: then the gradient is autograd).
+
+Gradient flow on the manifold with the metric G = J^T J induced by the
+Euclidean geometry of the full weights,
+
+    d theta / dt = - G^-1 grad_theta Loss,
+
+is what full-network gradient descent with step lr follows, with t = lr x step
+(THEORY.md D), provided the manifold is invariant under the full flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+import torch
+
+from dynamics.ode import integrate
+from dynamics.trajectory import Trajectory
+
+Hyper = dict[str, "float | torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A named block of the reduced state: shape e.g. (H,) for one value per head."""
+
+    name: str
+    shape: tuple[int, ...]
+    doc: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def symbol_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Object array of sympy symbols name_i_j..., of the given shape."""
+    out = np.empty(shape, dtype=object)
+    for idx in np.ndindex(*shape):
+        out[idx] = sp.Symbol(f"{name}_{'_'.join(map(str, idx))}" if idx else name, real=True)
+    return out
+
+
+def compile_exprs(args: list[sp.Symbol], exprs: list[sp.Expr]) -> Callable[..., torch.Tensor]:
+    """Compile sympy expressions to a torch function.
+
+    The returned function takes one tensor (or float) per symbol in args, all
+    broadcastable to a common shape S, and returns a tensor of shape (*S, len(exprs)).
+    """
+    # Numeric constants (sqrt(6), E) become floats: torch functions reject Python ints.
+    exprs = [sp.sympify(e).evalf(17) for e in exprs]
+    raw = sp.lambdify(args, exprs, modules="torch", cse=True)
+
+    def call(*values):
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        like = torch.broadcast_tensors(*tensors)[0] if tensors else torch.zeros(())
+        # floats too become tensors: torch.pow and friends reject (float, int)
+        values = [torch.as_tensor(v, dtype=like.dtype, device=like.device) for v in values]
+        outs = [
+            torch.broadcast_to(o, like.shape) if isinstance(o, torch.Tensor)
+            else torch.full_like(like, float(o))
+            for o in raw(*values)
+        ]
+        return torch.stack(outs, dim=-1)
+
+    return call
+
+
+class Manifold:
+    """Affine lift of a reduced state into full-network weights, and its metric.
+
+    Args:
+    - params: the blocks of the state, in order (the state vector concatenates
+      them, each flattened row-major)
+    - lift: maps {param name: object array of sympy symbols} to
+      {weight name: object array of sympy expressions}, affine in the symbols
+
+    Attributes: jacobian J (N, P), offset b (N,), metric G = J^T J (P, P) and
+    metric_inverse, all float64 numpy arrays; weight_shapes.
+    """
+
+    def __init__(self, params: list[Param], lift: Callable[[dict], dict]):
+        self.params = list(params)
+        self.symbols = {p.name: symbol_array(p.name, p.shape) for p in self.params}
+        self.state_symbols = [s for p in self.params for s in self.symbols[p.name].ravel()]
+        lifted = {k: np.asarray(v, dtype=object) for k, v in lift(self.symbols).items()}
+        self.weight_shapes = {k: v.shape for k, v in lifted.items()}
+        entries = [sp.sympify(e) for v in lifted.values() for e in v.ravel()]
+        try:
+            A, b = sp.linear_eq_to_matrix(entries, self.state_symbols)
+        except sp.solvers.solveset.NonlinearError as exc:
+            raise ValueError(f"the lift must be affine in the reduced state ({exc})") from None
+        self.jacobian = np.array(A, dtype=np.float64)
+        self.offset = -np.array(b, dtype=np.float64).ravel()
+        self.metric = self.jacobian.T @ self.jacobian
+        if np.linalg.matrix_rank(self.metric) < self.dim:
+            raise ValueError("the lift is not injective: its metric J^T J is singular")
+        self.metric_inverse = np.linalg.inv(self.metric)
+
+    @property
+    def dim(self) -> int:
+        return len(self.state_symbols)
+
+    def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(..., P) -> {param name: (..., *shape)}."""
+        out, start = {}, 0
+        for p in self.params:
+            out[p.name] = state[..., start : start + p.size].reshape(*state.shape[:-1], *p.shape)
+            start += p.size
+        return out
+
+    def pack(self, values: dict[str, torch.Tensor | np.ndarray | list]) -> torch.Tensor:
+        """{param name: (..., *shape)} -> (..., P) float64."""
+        parts = []
+        for p in self.params:
+            v = torch.as_tensor(np.asarray(values[p.name], dtype=np.float64))
+            parts.append(v.reshape(*v.shape[: v.dim() - len(p.shape)], p.size))
+        return torch.cat(parts, dim=-1)
+
+    def lift(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(..., P) state -> {weight name: (..., *weight shape)} full-network weights."""
+        J = torch.as_tensor(self.jacobian, dtype=state.dtype, device=state.device)
+        b = torch.as_tensor(self.offset, dtype=state.dtype, device=state.device)
+        flat = state @ J.T + b
+        out, start = {}, 0
+        for name, shape in self.weight_shapes.items():
+            size = int(np.prod(shape, dtype=np.int64))
+            out[name] = flat[..., start : start + size].reshape(*state.shape[:-1], *shape)
+            start += size
+        return out
+
+    def project(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Full weights -> the nearest state in the Euclidean weight norm (least squares):
+        theta = G^-1 J^T (W - b). Exact inverse of lift on the manifold. Returns (..., P)."""
+        flat = torch.cat(
+            [weights[n].reshape(*weights[n].shape[: weights[n].dim() - len(s)], -1)
+             for n, s in self.weight_shapes.items()],
+            dim=-1,
+        ).to(torch.float64)
+        J = torch.as_tensor(self.jacobian)
+        Ginv = torch.as_tensor(self.metric_inverse)
+        return (flat - torch.as_tensor(self.offset)) @ J @ Ginv.T
+
+
+@dataclass(frozen=True)
+class SymbolicLoss:
+    """Loss given as a sympy expression builder: fn(observables, hyper symbols) -> expr,
+    where observables map names to object arrays of sympy expressions."""
+
+    fn: Callable[[dict[str, np.ndarray], dict[str, sp.Symbol]], sp.Expr]
+    description: str
+
+
+@dataclass(frozen=True)
+class TorchLoss:
+    """Loss with no closed form, as a torch function fn(observables, hyper) -> (B,),
+    observables mapping names to (B, *shape) tensors. Its gradient is autograd."""
+
+    fn: Callable[[dict[str, torch.Tensor], Hyper], torch.Tensor]
+    description: str
+
+
+class ReducedModel:
+    """A manifold, observables on it and a loss; derives the gradient flow.
+
+    Args:
+    - manifold: state blocks and their lift (gives the metric)
+    - observables: fn({param: symbol array}) -> {name: object array of exprs}
+    - loss: SymbolicLoss or TorchLoss, a function of the observables
+    - hyper: names of continuous hyper-parameters passed at run time (floats or
+      (B,) tensors, so a grid of hyper-parameters integrates as one batch)
+    """
+
+    def __init__(self, manifold: Manifold, observables: Callable[[dict], dict],
+                 loss: SymbolicLoss | TorchLoss, hyper: tuple[str, ...] = ()):
+        self.manifold = manifold
+        self.loss_spec = loss
+        self.hyper = tuple(hyper)
+        self.hyper_symbols = {h: sp.Symbol(h, real=True) for h in self.hyper}
+        obs = {k: np.asarray(v, dtype=object) for k, v in observables(manifold.symbols).items()}
+        self.observable_exprs = obs
+        self._obs_shapes = {k: v.shape for k, v in obs.items()}
+        args = manifold.state_symbols
+        self._observe = compile_exprs(args, [sp.sympify(e) for v in obs.values() for e in v.ravel()])
+        self.symbolic = isinstance(loss, SymbolicLoss)
+        if self.symbolic:
+            expr = loss.fn(obs, self.hyper_symbols)
+            self.loss_expr = expr
+            grad = [sp.diff(expr, s) for s in args]
+            self.gradient_exprs = grad
+            all_args = args + list(self.hyper_symbols.values())
+            self._loss = compile_exprs(all_args, [expr])
+            self._grad = compile_exprs(all_args, grad)
+
+    @property
+    def description(self) -> str:
+        return self.loss_spec.description
+
+    def _args(self, state: torch.Tensor, hyper: Hyper) -> list:
+        missing = [h for h in self.hyper if h not in hyper]
+        if missing:
+            raise KeyError(f"missing hyper-parameter(s) {missing}")
+        return list(state.unbind(-1)) + [hyper[h] for h in self.hyper]
+
+    def observe(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, P) -> {observable: (B, *shape)} from the symbolic observables."""
+        flat = self._observe(*state.unbind(-1))
+        out, start = {}, 0
+        for name, shape in self._obs_shapes.items():
+            size = int(np.prod(shape, dtype=np.int64))
+            out[name] = flat[..., start : start + size].reshape(*state.shape[:-1], *shape)
+            start += size
+        return out
+
+    def loss(self, state: torch.Tensor, hyper: Hyper) -> torch.Tensor:
+        """(B, P) -> (B,) loss."""
+        if self.symbolic:
+            return self._loss(*self._args(state, hyper))[..., 0]
+        return self.loss_spec.fn(self.observe(state), hyper)
+
+    def gradient(self, state: torch.Tensor, hyper: Hyper) -> torch.Tensor:
+        """(B, P) -> (B, P) Euclidean gradient of the loss in the reduced state."""
+        if self.symbolic:
+            return self._grad(*self._args(state, hyper))
+        with torch.enable_grad():
+            x = state.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.loss(x, hyper).sum(), x)
+        return g
+
+    def rhs(self, hyper: Hyper) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states."""
+        cache = {}
+
+        def f(state: torch.Tensor) -> torch.Tensor:
+            key = (state.dtype, state.device)
+            if key not in cache:
+                cache[key] = torch.as_tensor(
+                    self.manifold.metric_inverse, dtype=state.dtype, device=state.device
+                )
+            return -self.gradient(state, hyper) @ cache[key]
+
+        return f
+
+    def hessian(self, state: torch.Tensor, hyper: Hyper) -> torch.Tensor:
+        """(P,) -> (P, P) Hessian of the loss (autograd through the compiled loss)."""
+        return torch.func.hessian(lambda s: self.loss(s[None], hyper)[0])(state)
+
+
+def stationary_point(model: ReducedModel, guess: torch.Tensor, hyper: Hyper,
+                     tol: float = 1e-12, max_iter: int = 100) -> tuple[torch.Tensor, bool]:
+    """Newton's method on the gradient from guess (P,). Returns (point, converged)."""
+    x = guess.detach().to(torch.float64).clone()
+    for _ in range(max_iter):
+        g = model.gradient(x[None], hyper)[0]
+        if g.abs().max() < tol:
+            return x, True
+        step = torch.linalg.lstsq(model.hessian(x, hyper), g[:, None]).solution[:, 0]
+        x = x - step
+        if not torch.isfinite(x).all():
+            return x, False
+    return x, bool(model.gradient(x[None], hyper)[0].abs().max() < tol)
+
+
+def flow_jacobian(model: ReducedModel, state: torch.Tensor, hyper: Hyper) -> torch.Tensor:
+    """(P, P) Jacobian of the gradient-flow right-hand side, -G^-1 H, at state (P,).
+    At a stationary point its eigenvalues (all real) are negative iff it is stable."""
+    Ginv = torch.as_tensor(model.manifold.metric_inverse, dtype=state.dtype)
+    return -Ginv @ model.hessian(state, hyper)
+
+
+def flow_eigenvalues(model: ReducedModel, state: torch.Tensor, hyper: Hyper) -> np.ndarray:
+    """Eigenvalues (sorted, real) of the flow Jacobian at state (P,).
+
+    -G^-1 H is similar to the symmetric -G^-1/2 H G^-1/2, so they are real."""
+    G = torch.as_tensor(model.manifold.metric, dtype=torch.float64)
+    root_inv = torch.linalg.inv(torch.linalg.cholesky(G))
+    sym = -root_inv @ model.hessian(state.to(torch.float64), hyper) @ root_inv.T
+    return torch.linalg.eigvalsh(sym).numpy()
+
+
+def integrate_flow(
+    model: ReducedModel,
+    state0: torch.Tensor,
+    t: np.ndarray,
+    hyper: Hyper,
+    observe: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    **solver,
+) -> list[Trajectory]:
+    """Integrate the model's gradient flow and record it as trajectories.
+
+    Args:
+    - state0: (B, P) initial states (float64), or (P,)
+    - t: (T,) output times (gradient-flow time)
+    - hyper: hyper-parameters, floats or (B,) tensors
+    - observe: the observable function on full-network weights; it is applied to
+      the lifted state, so both sides of a comparison use the same projection
+    - solver: keyword arguments of dynamics.integrate (rtol, atol, max_steps, ...)
+
+    Returns one "ode" Trajectory per batch member, cut after a failure.
+    """
+    state0 = state0.reshape(-1, model.manifold.dim).to(torch.float64)
+    sol = integrate(model.rhs(hyper), state0, t, **solver)
+    T, B, P = sol.y.shape
+    with torch.no_grad():
+        flat = sol.y.reshape(T * B, P)
+        hyper_rows = {k: v.repeat(T) if isinstance(v, torch.Tensor) and v.dim() else v
+                      for k, v in hyper.items()}
+        loss = model.loss(flat, hyper_rows).reshape(T, B).numpy()
+        params = {k: v.reshape(T, B, *v.shape[1:]).numpy()
+                  for k, v in observe(model.manifold.lift(flat)).items()}
+    out = []
+    for b in range(B):
+        n = int(sol.valid[:, b].sum())
+        out.append(Trajectory(
+            kind="ode", t=sol.t[:n], loss=loss[:n, b],
+            params={k: v[:n, b] for k, v in params.items()},
+            status=sol.status[b], attrs={"model": model.description},
+        ))
+    return out

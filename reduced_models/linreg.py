@@ -1,0 +1,208 @@
+"""Reduced models of multi-head softmax attention on in-context linear regression.
+
+THEORY.md A (He, Pan, Chen, Yang, ICML 2025, arXiv 2503.12734): trained heads
+become KQ_h = omega_h diag(I_d, 0) and OV_h = mu_h e_(d+1), so the network is
+the reduced predictor
+
+    y_hat = sum_h mu_h sum_l y_l softmax_l(omega_h x_l . x_q).
+
+Two parameterisations of the same manifold (weight names match
+sims.linreg.network):
+- "merged": state (omega, mu), one of each per head; lift KQ_h, OV_h;
+  metric d for each omega_h and 1 for each mu_h.
+- "factored": state (q, k, v, o) per head; lift Q_h = q_h D, K_h = k_h D,
+  V_h = v_h e e^T, O_h = o_h e (D = diag(I_d, 0), e = e_(d+1)); observables
+  omega = q k / sqrt(d+1) (scores are scaled by 1/sqrt(d+1)), mu = v o;
+  metric d for q and k, 1 for v and o.
+
+Two losses on either manifold, both the mean squared error E (y_hat - y_q)^2
+with the noisy query label (no factor 1/2; so flow time t equals lr x step of
+SGD on that MSE):
+- symbolic: the large-L approximation Lt(omega, mu) (A.4);
+- population: the exact loss of the reduced predictor, with beta and the label
+  noise integrated out in closed form and the covariates sampled once
+  (common random numbers): E_x[ |r|^2 / d + sigma2 (sum_l w_l^2 + 1) ],
+  w_l = sum_h mu_h softmax_l(omega_h x_l . x_q), r = sum_l w_l x_l - x_q.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+import torch
+
+from .base import Manifold, Param, ReducedModel, SymbolicLoss, TorchLoss
+
+PARAMETERISATIONS = ("merged", "factored")
+
+
+def _diag_block(value, d: int) -> np.ndarray:
+    """(d+1, d+1) object array value * diag(I_d, 0)."""
+    out = np.zeros((d + 1, d + 1), dtype=object)
+    for i in range(d):
+        out[i, i] = value
+    return out
+
+
+def _last_entry(value, d: int) -> np.ndarray:
+    out = np.zeros(d + 1, dtype=object)
+    out[d] = value
+    return out
+
+
+def _last_corner(value, d: int) -> np.ndarray:
+    out = np.zeros((d + 1, d + 1), dtype=object)
+    out[d, d] = value
+    return out
+
+
+def manifold(d: int, heads: int, param: str) -> Manifold:
+    """The reduced manifold of H heads in dimension d, for either parameterisation."""
+    if param == "merged":
+        def lift(s):
+            return {
+                "KQ": [_diag_block(w, d) for w in s["omega"]],
+                "OV": [_last_entry(m, d) for m in s["mu"]],
+            }
+        blocks = [Param("omega", (heads,), "key-query scale per head"),
+                  Param("mu", (heads,), "output-value label weight per head")]
+    elif param == "factored":
+        def lift(s):
+            return {
+                "Q": [_diag_block(q, d) for q in s["q"]],
+                "K": [_diag_block(k, d) for k in s["k"]],
+                "V": [_last_corner(v, d) for v in s["v"]],
+                "O": [_last_entry(o, d) for o in s["o"]],
+            }
+        blocks = [Param(n, (heads,), f"factor {n} per head") for n in "qkvo"]
+    else:
+        raise ValueError(f"param must be one of {PARAMETERISATIONS}, got {param!r}")
+    return Manifold(blocks, lift)
+
+
+def observables(d: int, param: str):
+    """State symbols -> {"omega": (H,), "mu": (H,)} sympy expressions."""
+    def merged(s):
+        return {"omega": s["omega"], "mu": s["mu"]}
+
+    def factored(s):
+        scale = 1 / sp.sqrt(d + 1)
+        return {"omega": s["q"] * s["k"] * scale, "mu": s["v"] * s["o"]}
+
+    return merged if param == "merged" else factored
+
+
+def large_L_loss(d: int) -> SymbolicLoss:
+    """Lt = 1 + sigma2 - 2 mu.omega + mu^T [omega omega^T + ((1+sigma2)/L) exp.(d omega omega^T)] mu."""
+    def build(obs, hyper):
+        omega, mu = list(obs["omega"]), list(obs["mu"])
+        L, sigma2 = hyper["L"], hyper["sigma2"]
+        overlap = sum(m * w for m, w in zip(mu, omega))
+        spread = sum(
+            mu[h] * mu[g] * sp.exp(d * omega[h] * omega[g])
+            for h in range(len(mu)) for g in range(len(mu))
+        )
+        return 1 + sigma2 - 2 * overlap + overlap**2 + (1 + sigma2) / L * spread
+
+    return SymbolicLoss(build, "large-L loss Lt (THEORY.md A.4)")
+
+
+def symbolic_model(d: int, heads: int, param: str = "merged") -> ReducedModel:
+    """Gradient flow of Lt; hyper-parameters L and sigma2 (floats or (B,) tensors)."""
+    return ReducedModel(manifold(d, heads, param), observables(d, param), large_L_loss(d),
+                        hyper=("L", "sigma2"))
+
+
+def reduced_weights(omega: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
+                    xq: torch.Tensor) -> torch.Tensor:
+    """Label weights w_l = sum_h mu_h softmax_l(omega_h x_l . x_q).
+
+    omega, mu: (B, H); x: (n, L, d); xq: (n, d). Returns (B, n, L).
+    """
+    scores = torch.einsum("nld,nd->nl", x, xq)
+    attn = torch.softmax(omega[:, :, None, None] * scores[None, None], dim=-1)
+    return torch.einsum("bh,bhnl->bnl", mu, attn)
+
+
+def reduced_prediction(omega: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
+                       y: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+    """The reduced predictor y_hat = sum_l w_l y_l for one (omega, mu) of shape (H,).
+
+    x: (n, L, d), y: (n, L), xq: (n, d). Returns (n,).
+    """
+    return (reduced_weights(omega[None], mu[None], x, xq)[0] * y).sum(-1)
+
+
+class CovariateSample:
+    """A fixed Monte-Carlo sample of covariates (common random numbers).
+
+    x: (n, L, d), xq: (n, d), float64, x ~ N(0, I_d).
+    """
+
+    def __init__(self, n: int, L: int, d: int, generator: torch.Generator):
+        self.x = torch.randn((n, L, d), generator=generator, dtype=torch.float64)
+        self.xq = torch.randn((n, d), generator=generator, dtype=torch.float64)
+
+    def loss(self, omega: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
+        """(B, H) omega, mu -> (B,) MC estimate of the population MSE of the reduced predictor."""
+        d = self.x.shape[-1]
+        w = reduced_weights(omega, mu, self.x, self.xq)
+        r = torch.einsum("bnl,nld->bnd", w, self.x) - self.xq
+        sigma2 = torch.as_tensor(sigma2, dtype=w.dtype)
+        if sigma2.dim():
+            sigma2 = sigma2[:, None]
+        per_sample = (r**2).sum(-1) / d + sigma2 * ((w**2).sum(-1) + 1)
+        return per_sample.mean(-1)
+
+
+def population_loss(sample: CovariateSample) -> TorchLoss:
+    return TorchLoss(
+        lambda obs, hyper: sample.loss(obs["omega"], obs["mu"], hyper["sigma2"]),
+        f"population MSE of the reduced predictor, Monte Carlo over {sample.x.shape[0]} "
+        "covariate draws (beta and noise integrated exactly)",
+    )
+
+
+def population_model(d: int, heads: int, L: int, samples: int, generator: torch.Generator,
+                     param: str = "merged") -> ReducedModel:
+    """Gradient flow of the Monte-Carlo population loss; hyper-parameter sigma2."""
+    sample = CovariateSample(samples, L, d, generator)
+    return ReducedModel(manifold(d, heads, param), observables(d, param),
+                        population_loss(sample), hyper=("sigma2",))
+
+
+def symmetric_start(d: int, heads: int, scale: float, param: str) -> dict[str, np.ndarray]:
+    """Alternating-sign start omega_h = mu_h = s_h scale, with s_h = (-1)^h.
+
+    factored: the same (omega, mu) with balanced factors, q_h = s_h sqrt(scale sqrt(d+1)),
+    k_h = sqrt(scale sqrt(d+1)), v_h = s_h sqrt(scale), o_h = sqrt(scale).
+    """
+    sign = np.where(np.arange(heads) % 2 == 0, 1.0, -1.0)
+    if param == "merged":
+        return {"omega": sign * scale, "mu": sign * scale}
+    qk = np.sqrt(scale * np.sqrt(d + 1)) * np.ones(heads)
+    vo = np.sqrt(scale) * np.ones(heads)
+    return {"q": sign * qk, "k": qk, "v": sign * vo, "o": vo}
+
+
+def one_head_optimum(d: int, L: int, sigma2: float) -> tuple[float, float]:
+    """Stationary point of Lt for H = 1: omega = 1/sqrt(d), mu = sqrt(d)/(1 + e(1+sigma2)d/L)."""
+    return 1 / np.sqrt(d), np.sqrt(d) / (1 + np.e * (1 + sigma2) * d / L)
+
+
+def pair_asymptote(d: int, L: int, sigma2: float) -> float:
+    """Limit of omega_h mu_h for each head of a +- pair: 1 / (2 (1 + (d/L)(1+sigma2)))."""
+    return 1 / (2 * (1 + d / L * (1 + sigma2)))
+
+
+def conformance_cases():
+    """(id, model, hyper, start state (P,)) for the conformance suite."""
+    for param in PARAMETERISATIONS:
+        for heads in (1, 3):
+            man = manifold(4, heads, param)
+            start = man.pack(symmetric_start(4, heads, 0.3, param))
+            start = start + 0.05 * torch.arange(start.shape[0], dtype=torch.float64)
+            yield (f"linreg-{param}-H{heads}-Lt", symbolic_model(4, heads, param),
+                   {"L": 20.0, "sigma2": 0.2}, start)
+            pop = population_model(4, heads, 20, 400, torch.Generator().manual_seed(1), param)
+            yield f"linreg-{param}-H{heads}-population", pop, {"sigma2": 0.2}, start

@@ -1,0 +1,151 @@
+"""The `icldyn` command line (DESIGN.md, CLI contract).
+
+Exit status: 0 success; 1 a theory check failed; 2 bad input (one line on
+stderr naming the key or path, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+from dynamics import store
+from dynamics.config import load_toml, parse_assignments
+from dynamics.errors import UsageError
+from dynamics.plots import plot_run
+
+from . import registry
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2
+        raise UsageError(message)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (lists comma-separated)")
+    p.add_argument("--config", metavar="FILE.toml", help="config file (keys at top level)")
+    p.add_argument("--seed", type=int, help="random seed (overrides the seed key)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="icldyn", description="In-context-learning dynamics engine")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("list", help="registered experiments and their keys")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("run", help="run an experiment and store it in HDF5")
+    _common(p)
+    p.add_argument("--out", metavar="FILE.h5", help="output file (default data/EXP.h5)")
+    p.add_argument("--no-ode", action="store_true", help="skip the reduced flows")
+    p.add_argument("--no-sgd", action="store_true", help="skip the full network")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p = sub.add_parser("show", help="what a file holds")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plot", help="plot a stored run")
+    p.add_argument("file")
+    p.add_argument("--run", help="run id (default: the newest)")
+    p.add_argument("--out", metavar="FILE.png")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def resolve_config(args) -> tuple:
+    """(experiment, validated config) from --config, --set and --seed."""
+    exp = registry.get(args.experiment)
+    layers = [load_toml(args.config)] if args.config else []
+    layers.append(parse_assignments(args.set))
+    if args.seed is not None:
+        layers.append({"seed": args.seed})
+    config = exp.schema.resolve(*layers)
+    exp.validate(config)
+    return exp, config
+
+
+def cmd_list(args) -> dict:
+    return {
+        name: {
+            "description": exp.description,
+            "keys": {k.name: {"type": k.type, "default": k.default, "doc": k.doc,
+                              **({"choices": list(k.choices)} if k.choices else {})}
+                     for k in exp.schema.keys},
+        }
+        for name, exp in sorted(registry.EXPERIMENTS.items())
+    }
+
+
+def cmd_run(args) -> dict:
+    exp, config = resolve_config(args)
+    out = args.out or os.path.join("data", f"{exp.name}.h5")
+    store.check_writable(out)
+    start = time.perf_counter()
+    result = exp.run(config, ode=not args.no_ode, sgd=not args.no_sgd)
+    run_id = store.write_run(out, exp.name, config, config["seed"], result.trajectories,
+                             result.status, result.summary, result.extra)
+    summary = {"experiment": exp.name, "run_id": run_id, "file": out, "status": result.status,
+               "seed": config["seed"], "wall_seconds": round(time.perf_counter() - start, 3)}
+    if not args.no_plot and result.trajectories:
+        summary["plot"] = plot_run(out, run_id)
+    summary.update(result.summary)
+    return summary
+
+
+def cmd_show(args) -> dict:
+    return store.describe(args.file)
+
+
+def cmd_plot(args) -> dict:
+    return {"plot": plot_run(args.file, args.run, args.out)}
+
+
+def _print_human(command: str, payload: dict) -> None:
+    if command == "list":
+        for name, info in payload.items():
+            print(f"{name}: {info['description']}")
+            for key, k in info["keys"].items():
+                print(f"    {key:<12} {k['type']:<6} default {k['default']!s:<10} {k['doc']}")
+        return
+    if command == "run":
+        print(f"{payload['experiment']} run {payload['run_id']}: {payload['status']} "
+              f"in {payload['wall_seconds']:.1f} s")
+        for name, cmp in payload.get("comparison", {}).items():
+            esc = cmp["escape_time"]
+            print(f"  {name:<22} pointwise gap {cmp['pointwise']['max']:7.2%}   path gap "
+                  f"{cmp['path']:7.2%}   escape t {_fmt(esc['a'])} vs {_fmt(esc['b'])}")
+        print(f"results: {payload['file']}" + (f"\nfigure:  {payload['plot']}" if "plot" in payload else ""))
+        return
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _fmt(x) -> str:
+    return f"{x:.3g}" if x is not None else "-"
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "show": cmd_show, "plot": cmd_plot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    torch.set_num_threads(int(os.environ.get("ICLDYN_THREADS", "1")))
+    try:
+        args = build_parser().parse_args(argv)
+        payload = COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"icldyn: error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(payload, default=str, allow_nan=True))
+    else:
+        _print_human(args.command, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""One-layer multi-head softmax attention for in-context linear regression (THEORY.md A.2).
+
+No residual, no LayerNorm, no MLP. Per head h, with tokens z in R^(d+1):
+
+    y_hat = sum_h OV_h . sum_l z_l softmax_l(z_l^T KQ_h z_q)
+
+(the softmax runs over the L context tokens, not over the query). Two
+parameterisations of the same function:
+- "merged": KQ (H, d+1, d+1), OV (H, d+1) are the weights;
+- "factored": Q, K, V (H, d+1, d+1) and O (H, d+1), head dimension d+1,
+  scores (Q z_q).(K z_l) / sqrt(d+1), output O . (V sum_l z_l a_l); so
+  KQ = K^T Q / sqrt(d+1) and OV = V^T O.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+WEIGHT_SHAPES = {
+    "merged": {"KQ": "HDD", "OV": "HD"},
+    "factored": {"Q": "HDD", "K": "HDD", "V": "HDD", "O": "HD"},
+}
+
+
+def effective_weights(weights: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Either parameterisation -> (KQ (..., H, D, D), OV (..., H, D)), D = d + 1."""
+    if "KQ" in weights:
+        return weights["KQ"], weights["OV"]
+    Q, K, V, O = (weights[n] for n in "QKVO")
+    kq = K.transpose(-1, -2) @ Q / math.sqrt(Q.shape[-1])
+    ov = (V.transpose(-1, -2) @ O.unsqueeze(-1)).squeeze(-1)
+    return kq, ov
+
+
+def project(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reduced parameters of a network: omega_h = tr(KQ_h[:d, :d]) / d, mu_h = OV_h[d].
+
+    This is the one observable function used on both sides: on network weights,
+    and on reduced-model states through their lift. Returns (..., H) tensors.
+    """
+    kq, ov = effective_weights(weights)
+    d = kq.shape[-1] - 1
+    omega = torch.diagonal(kq[..., :d, :d], dim1=-2, dim2=-1).sum(-1) / d
+    return {"omega": omega, "mu": ov[..., d]}
+
+
+def pattern_metrics(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-head pattern metrics of THEORY.md A.3, each (..., H).
+
+    - kq_diag_ratio: |diag(KQ_xx)| / |KQ_xx|_F (1 for a multiple of a diagonal)
+    - kq_diag_var: variance of diag(KQ_xx) / mean(diag(KQ_xx))^2 (0 when homogeneous)
+    - ov_last_ratio: |OV[d]| / |OV| (1 when only the label entry is used)
+    """
+    kq, ov = effective_weights(weights)
+    d = kq.shape[-1] - 1
+    block = kq[..., :d, :d]
+    diag = torch.diagonal(block, dim1=-2, dim2=-1)
+    return {
+        "kq_diag_ratio": diag.norm(dim=-1) / block.flatten(-2).norm(dim=-1),
+        "kq_diag_var": diag.var(dim=-1, unbiased=False) / diag.mean(-1) ** 2,
+        "ov_last_ratio": ov[..., d].abs() / ov.norm(dim=-1),
+    }
+
+
+class SoftmaxAttentionRegressor(nn.Module):
+    """H-head softmax attention predicting the query label.
+
+    Args:
+    - d: covariate dimension (tokens have d + 1 entries)
+    - heads: H
+    - param: "merged" or "factored"
+    - dtype: parameter dtype
+    Parameters are created at zero; set them with `load` (e.g. from a lift) or
+    `init_normal`.
+    """
+
+    def __init__(self, d: int, heads: int, param: str = "merged", dtype=torch.float64):
+        super().__init__()
+        size = {"H": heads, "D": d + 1}
+        for name, dims in WEIGHT_SHAPES[param].items():
+            shape = tuple(size[c] for c in dims)
+            self.register_parameter(name, nn.Parameter(torch.zeros(shape, dtype=dtype)))
+        self.d, self.heads, self.param = d, heads, param
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_parameters())
+
+    @torch.no_grad()
+    def load(self, weights: dict[str, torch.Tensor]) -> None:
+        for name, p in self.named_parameters():
+            p.copy_(weights[name])
+
+    @torch.no_grad()
+    def init_normal(self, std: float, generator: torch.Generator) -> None:
+        for p in self.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L + 1, d + 1), the query last -> y_hat (B,)."""
+        kq, ov = effective_weights(self.weights())
+        context, query = tokens[:, :-1], tokens[:, -1]
+        keys = torch.einsum("hij,bj->bhi", kq, query)
+        attn = torch.softmax(torch.einsum("bli,bhi->bhl", context, keys), dim=-1)
+        mixed = torch.einsum("bhl,bli->bhi", attn, context)
+        return torch.einsum("bhi,hi->b", mixed, ov)
