@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-all lint bench clean
 
 install: $(STAMP)
 
@@ -28,3 +28,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ""

@@ -317,8 +317,8 @@ def integrate_flow(
         flat = sol.y.reshape(T * B, P)
         hyper_rows = {k: v.repeat(T) if isinstance(v, torch.Tensor) and v.dim() else v
                       for k, v in hyper.items()}
-        loss = model.loss(flat, hyper_rows).reshape(T, B).numpy()
-        params = {k: v.reshape(T, B, *v.shape[1:]).numpy()
+        loss = model.loss(flat, hyper_rows).reshape(T, B).cpu().numpy()
+        params = {k: v.reshape(T, B, *v.shape[1:]).cpu().numpy()
                   for k, v in observe(model.manifold.lift(flat)).items()}
     out = []
     for b in range(B):

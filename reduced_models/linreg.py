@@ -140,15 +140,16 @@ class CovariateSample:
     """
 
     def __init__(self, n: int, L: int, d: int, generator: torch.Generator):
-        self.x = torch.randn((n, L, d), generator=generator, dtype=torch.float64)
-        self.xq = torch.randn((n, d), generator=generator, dtype=torch.float64)
+        device = generator.device
+        self.x = torch.randn((n, L, d), generator=generator, dtype=torch.float64, device=device)
+        self.xq = torch.randn((n, d), generator=generator, dtype=torch.float64, device=device)
 
     def loss(self, omega: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
         """(B, H) omega, mu -> (B,) MC estimate of the population MSE of the reduced predictor."""
         d = self.x.shape[-1]
         w = reduced_weights(omega, mu, self.x, self.xq)
         r = torch.einsum("bnl,nld->bnd", w, self.x) - self.xq
-        sigma2 = torch.as_tensor(sigma2, dtype=w.dtype)
+        sigma2 = torch.as_tensor(sigma2, dtype=w.dtype, device=w.device)
         if sigma2.dim():
             sigma2 = sigma2[:, None]
         per_sample = (r**2).sum(-1) / d + sigma2 * ((w**2).sum(-1) + 1)

@@ -20,6 +20,7 @@ from dynamics.errors import UsageError
 from dynamics.plots import plot_run
 
 from . import registry
+from .experiment import Experiment
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ode", action="store_true", help="skip the reduced flows")
     p.add_argument("--no-sgd", action="store_true", help="skip the full network")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p = sub.add_parser("check", help="theory checks; exit 1 if one fails")
+    _common(p)
     p = sub.add_parser("show", help="what a file holds")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
@@ -93,9 +96,17 @@ def cmd_run(args) -> dict:
     summary = {"experiment": exp.name, "run_id": run_id, "file": out, "status": result.status,
                "seed": config["seed"], "wall_seconds": round(time.perf_counter() - start, 3)}
     if not args.no_plot and result.trajectories:
-        summary["plot"] = plot_run(out, run_id)
+        summary["plot"] = exp.plot(out, run_id)
     summary.update(result.summary)
     return summary
+
+
+def cmd_check(args) -> dict:
+    exp, config = resolve_config(args)
+    if type(exp).check is Experiment.check:
+        raise UsageError(f"experiment {exp.name!r} has no theory checks")
+    rows = [row.as_dict() for row in exp.check(config)]
+    return {"experiment": exp.name, "passed": all(r["passed"] for r in rows), "rows": rows}
 
 
 def cmd_show(args) -> dict:
@@ -103,7 +114,11 @@ def cmd_show(args) -> dict:
 
 
 def cmd_plot(args) -> dict:
-    return {"plot": plot_run(args.file, args.run, args.out)}
+    run_id, attrs, _ = store.read_run(args.file, args.run)
+    exp = registry.EXPERIMENTS.get(str(attrs.get("experiment")))
+    if exp is None:
+        return {"plot": plot_run(args.file, run_id, args.out)}
+    return {"plot": exp.plot(args.file, run_id, args.out)}
 
 
 def _print_human(command: str, payload: dict) -> None:
@@ -112,6 +127,14 @@ def _print_human(command: str, payload: dict) -> None:
             print(f"{name}: {info['description']}")
             for key, k in info["keys"].items():
                 print(f"    {key:<12} {k['type']:<6} default {k['default']!s:<10} {k['doc']}")
+        return
+    if command == "check":
+        width = max((len(r["name"]) for r in payload["rows"]), default=4)
+        for r in payload["rows"]:
+            mark = "pass" if r["passed"] else "FAIL"
+            print(f"{mark}  {r['name']:<{width}}  expected {r['expected']:.6g}  measured "
+                  f"{r['measured']:.6g}  tolerance {r['tolerance']:.2g}  {r['detail']}")
+        print(f"{payload['experiment']}: {'all checks passed' if payload['passed'] else 'FAILED'}")
         return
     if command == "run":
         print(f"{payload['experiment']} run {payload['run_id']}: {payload['status']} "
@@ -129,7 +152,8 @@ def _fmt(x) -> str:
     return f"{x:.3g}" if x is not None else "-"
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "show": cmd_show, "plot": cmd_plot}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "check": cmd_check, "show": cmd_show,
+            "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(payload, default=str, allow_nan=True))
     else:
         _print_human(args.command, payload)
-    return 0
+    return 1 if payload.get("passed") is False else 0
 
 
 if __name__ == "__main__":

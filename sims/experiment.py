@@ -9,6 +9,8 @@ import torch
 
 from dynamics.compare import compare
 from dynamics.config import Schema
+from dynamics.plots import plot_run
+from dynamics.errors import UsageError
 from dynamics.trajectory import Trajectory
 
 
@@ -31,11 +33,36 @@ class RunResult:
         return bad[0] if bad else "complete"
 
 
+@dataclass
+class CheckRow:
+    """One theory check: a prediction against a measurement.
+
+    passed = |measured - expected| <= tolerance (tolerance absolute, e.g. a few
+    Monte-Carlo standard errors plus the known approximation error).
+    """
+
+    name: str
+    expected: float
+    measured: float
+    tolerance: float
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return bool(abs(self.measured - self.expected) <= self.tolerance)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "expected": self.expected, "measured": self.measured,
+                "tolerance": self.tolerance, "passed": self.passed, "detail": self.detail}
+
+
 class Experiment:
     """Base class. Subclasses set name, description, schema and implement run.
 
     run(config, ode=..., sgd=...) -> RunResult, with config already validated by
-    the schema; validate(config) does checks that involve several keys.
+    the schema; validate(config) does checks that involve several keys;
+    check(config) -> list[CheckRow] compares theory with measurement
+    (`icldyn check`), for experiments that have theory checks.
     """
 
     name: str = ""
@@ -48,10 +75,29 @@ class Experiment:
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         raise NotImplementedError
 
+    def check(self, config: dict) -> list[CheckRow]:
+        raise NotImplementedError
+
+    def plot(self, path: str, run_id: str, out: str | None = None) -> str:
+        """Figure(s) of a stored run; returns the main PNG path. Subclasses may add panels."""
+        return plot_run(path, run_id, out)
+
 
 def seeds(seed: int, n: int) -> list[int]:
     """n independent 63-bit seeds derived from one seed (numpy SeedSequence)."""
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(n, dtype=np.uint64) >> 1]
+
+
+def check_device(name: str) -> None:
+    """UsageError naming the key 'device' unless torch can use that device here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"key 'device': {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"key 'device': {name!r} requested but CUDA is not available here")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"key 'device': {name!r} is not supported (cpu or cuda)")
 
 
 def generator(seed: int, device: str = "cpu") -> torch.Generator:

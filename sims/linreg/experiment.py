@@ -26,7 +26,7 @@ from dynamics.times import record_times
 from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
 
-from ..experiment import Experiment, RunResult, comparisons, generator, seeds
+from ..experiment import Experiment, RunResult, check_device, comparisons, generator, seeds
 from .network import SoftmaxAttentionRegressor, project
 from .task import sample_regression
 
@@ -53,6 +53,7 @@ SCHEMA = Schema((
     Key("rtol", "float", 1e-7, "ODE relative tolerance", low=0.0, low_open=True),
     Key("atol", "float", 1e-9, "ODE absolute tolerance", low=0.0, low_open=True),
     Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
+    Key("device", "str", "cpu", "torch device of the network and the flows ('cpu', 'cuda', ...)"),
     Key("seed", "int", 0, "random seed (sampling, init, Monte-Carlo sample)", low=0),
 ))
 
@@ -65,6 +66,7 @@ class LinregExperiment(Experiment):
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
+        check_device(config["device"])
         steps = config["t_max"] / config["lr"]
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} SGD steps exceeds {MAX_STEPS}")
@@ -76,24 +78,27 @@ class LinregExperiment(Experiment):
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         d, L, sigma2, H, param = (config[k] for k in ("d", "L", "sigma2", "heads", "param"))
+        device = config["device"]
         seed_init, seed_mc, seed_sgd, seed_eval = seeds(config["seed"], 4)
         t, steps = record_times(config["t_max"], config["lr"], config["records"])
         manifold = theory.manifold(d, H, param)
         dtype = getattr(torch, config["sgd_dtype"])
-        net = SoftmaxAttentionRegressor(d, H, param, dtype=dtype)
+        net = SoftmaxAttentionRegressor(d, H, param, dtype=dtype).to(device)
         if config["init"] == "symmetric":
             state0 = manifold.pack(theory.symmetric_start(d, H, config["init_scale"], param))
             net.load(manifold.lift(state0))
         else:
-            net.init_normal(config["init_scale"], generator(seed_init))
-            state0 = manifold.project(net.weights())
+            net.init_normal(config["init_scale"], generator(seed_init, device))
+            state0 = manifold.project({k: v.cpu() for k, v in net.weights().items()})
+        state0 = state0.to(device)
         trajs, seconds = {}, {}
         solver = {"rtol": config["rtol"], "atol": config["atol"]}
         if ode:
             models = {
                 "ode": (theory.symbolic_model(d, H, param), {"L": L, "sigma2": sigma2}),
                 "population": (
-                    theory.population_model(d, H, L, config["mc_samples"], generator(seed_mc), param),
+                    theory.population_model(d, H, L, config["mc_samples"],
+                                            generator(seed_mc, device), param),
                     {"sigma2": sigma2},
                 ),
             }
@@ -108,8 +113,8 @@ class LinregExperiment(Experiment):
         if sgd:
             start = time.perf_counter()
             eval_batch = sample_regression(config["eval_samples"], L, d, sigma2,
-                                           generator(seed_eval), dtype=dtype)
-            trajs["sgd"] = self._train(net, config, steps, generator(seed_sgd), eval_batch)
+                                           generator(seed_eval, device), dtype=dtype, device=device)
+            trajs["sgd"] = self._train(net, config, steps, generator(seed_sgd, device), eval_batch)
             seconds["sgd"] = time.perf_counter() - start
         summary = {name: tr.summary() for name, tr in trajs.items()}
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
@@ -125,7 +130,8 @@ class LinregExperiment(Experiment):
         optimizer = opt_class(net.parameters(), lr=config["lr"])
 
         def batch_loss(step: int) -> torch.Tensor:
-            batch = sample_regression(config["batch"], L, d, sigma2, gen, dtype=eval_batch.y.dtype)
+            batch = sample_regression(config["batch"], L, d, sigma2, gen, dtype=eval_batch.y.dtype,
+                                      device=eval_batch.y.device)
             return ((net(batch.tokens()) - batch.yq) ** 2).mean()
 
         eval_tokens = eval_batch.tokens()
@@ -135,7 +141,7 @@ class LinregExperiment(Experiment):
 
         def observe() -> dict[str, np.ndarray]:
             with torch.no_grad():
-                return {k: v.double().numpy() for k, v in project(net.weights()).items()}
+                return {k: v.double().cpu().numpy() for k, v in project(net.weights()).items()}
 
         with bar(int(steps[-1]), "sgd", unit="step") as progress:
             traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
