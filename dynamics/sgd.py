@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -26,18 +25,21 @@ def train(
 
     Args:
     - model: the network (its parameters are the optimizer's)
-    - batch_loss: step -> scalar loss on that step's minibatch (draws the batch)
+    - batch_loss: step -> loss on that step's minibatch (draws the batch): a scalar,
+      or a (K,) vector for an Ensemble of K copies (the step descends its sum)
     - record_steps: (T,) increasing steps at which to record; step s is recorded
       before update s, so step 0 is the initial point and the last entry is the
       state after record_steps[-1] updates
     - observe: reads the reduced parameters from the current weights
     - time_per_step: gradient-flow time of one step (the learning rate for SGD)
     - eval_loss: if given, the loss recorded at each recorded step (e.g. on a
-      fixed evaluation sample, smoother than the minibatch loss)
+      fixed evaluation sample, smoother than the minibatch loss); same shape
+      as batch_loss
     - loss_bound: a loss above it counts as divergence
 
     Returns an "sgd" Trajectory with t = time_per_step x step and the minibatch
-    loss (or eval_loss) at each recorded step. A non-finite or unbounded loss, or a
+    loss (or eval_loss) at each recorded step, (T,) or (T, K) for an ensemble
+    (see split_members). A non-finite or unbounded loss, or a
     non-finite observable, ends training with status "diverged" and the records before it.
     """
     record_steps = np.asarray(record_steps, dtype=np.int64)
@@ -47,8 +49,8 @@ def train(
     status = "complete"
     for step in range(last + 1):
         loss = batch_loss(step)
-        value = float(loss.detach())
-        if not math.isfinite(value) or abs(value) > loss_bound:
+        value = loss.detach().cpu().numpy().astype(np.float64)
+        if not np.isfinite(value).all() or np.abs(value).max() > loss_bound:
             status = "diverged"
             break
         if step in wanted:
@@ -59,14 +61,14 @@ def train(
                 break
             if eval_loss is not None:
                 with torch.no_grad():
-                    value = float(eval_loss())
+                    value = np.asarray(eval_loss(), dtype=np.float64)
             steps.append(step)
             losses.append(value)
             params.append(observed)
         if step == last:
             break
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         optimizer.step()
         if on_step is not None:
             on_step(step)
@@ -81,3 +83,14 @@ def train(
         step=steps_arr,
         status=status,
     )
+
+
+def split_members(traj: Trajectory) -> list[Trajectory]:
+    """An ensemble's trajectory (loss (T, K), params (T, K, ...)) -> K trajectories."""
+    members = traj.loss.shape[1]
+    return [
+        Trajectory(kind=traj.kind, t=traj.t, loss=traj.loss[:, k],
+                   params={n: v[:, k] for n, v in traj.params.items()},
+                   step=traj.step, status=traj.status, attrs=dict(traj.attrs, member=k))
+        for k in range(members)
+    ]

@@ -1,0 +1,84 @@
+"""Shared benchmark helpers: side-by-side timing, machine facts, result files.
+
+Every benchmark times the engine and a baseline alternately in the same
+process (so machine load affects both alike), takes medians over repeats,
+and writes benchmarks/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from importlib import metadata
+
+import torch
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} (torch threads: {torch.get_num_threads()})"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchdiffeq", "sympy", "numpy", "icl-dynamics"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def side_by_side(engine: Callable[[], object], baseline: Callable[[], object],
+                 repeats: int = 5) -> tuple[float, float]:
+    """Median seconds of (engine, baseline), run alternately `repeats` times each."""
+    engine(), baseline()  # warm-up
+    te, tb = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine()
+        te.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        baseline()
+        tb.append(time.perf_counter() - start)
+    return statistics.median(te), statistics.median(tb)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write(name: str, baseline: str, cases: list[dict], target: float | None, target_case: str,
+          notes: str = "") -> dict:
+    """Write results/<name>.json. Each case: {"case", "engine_s", "baseline_s", "ratio", ...};
+    the headline ratio is that of target_case."""
+    headline = next(c for c in cases if c["case"] == target_case)
+    result = {
+        "name": name, "baseline": baseline, "ratio": headline["ratio"], "target": target,
+        "target_case": target_case, "met": None if target is None else headline["ratio"] >= target,
+        "cases": cases, "machine": machine(), "versions": versions(),
+        "peak_rss_mb": round(peak_rss_mb(), 1), "notes": notes,
+    }
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    return result
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{result['name']}: engine vs {result['baseline']}")
+    for c in result["cases"]:
+        extra = "  ".join(f"{k}={v}" for k, v in c.items()
+                          if k not in ("case", "engine_s", "baseline_s", "ratio"))
+        print(f"  {c['case']:<28} engine {c['engine_s']:.4g}s  baseline {c['baseline_s']:.4g}s  "
+              f"ratio {c['ratio']:.1f}x  {extra}")
+    if result["target"] is not None:
+        print(f"  target {result['target']}x on {result['target_case']}: "
+              f"{'met' if result['met'] else 'NOT met'}; peak RSS {result['peak_rss_mb']} MB")
