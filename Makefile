@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-all lint bench clean
+.PHONY: install run test test-all lint bench clean faults
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dynamics reduced_models sims tests
+
+faults: $(STAMP)
+	$(BIN)/python tests/fault_injection.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

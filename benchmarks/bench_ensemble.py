@@ -7,8 +7,8 @@ with its own data stream; same number of steps.
 from __future__ import annotations
 
 import torch
-
 from common import print_table, side_by_side, write
+
 from dynamics.ensemble import Ensemble
 from sims.linreg.network import SoftmaxAttentionRegressor
 from sims.linreg.task import sample_regression
@@ -53,8 +53,8 @@ def main():
             gen = torch.Generator().manual_seed(0)
             nets = make(k, gen)
             ens = Ensemble(make(k, gen))
-            te, tb = side_by_side(lambda: batched(ens, gen, batch_size),
-                                  lambda: loop(nets, gen, batch_size), repeats=3 if k == 64 else 5)
+            te, tb = side_by_side(lambda e=ens, g=gen, b=batch_size: batched(e, g, b),
+                                  lambda n=nets, g=gen, b=batch_size: loop(n, g, b), repeats=3 if k == 64 else 5)
             cases.append({"case": f"K={k}, batch {batch_size}", "engine_s": te, "baseline_s": tb,
                           "ratio": tb / te})
     result = write("ensemble_seeds", "loop over K single models", cases, target=5.0,

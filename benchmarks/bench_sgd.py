@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import torch
+from common import print_table, side_by_side, write
 from torch import nn
 
-from common import print_table, side_by_side, write
 from sims.linreg.network import SoftmaxAttentionRegressor
 from sims.linreg.task import sample_regression
 
@@ -61,7 +61,8 @@ def main():
         engine = SoftmaxAttentionRegressor(D, heads, "factored", dtype=torch.float32)
         engine.init_normal(0.1, gen)
         reference = ReferenceModel(D + 1, heads)
-        te, tb = side_by_side(lambda: steps(engine, gen), lambda: steps(reference, gen))
+        te, tb = side_by_side(lambda e=engine, g=gen: steps(e, g),
+                              lambda r=reference, g=gen: steps(r, g))
         cases.append({"case": f"H={heads}", "engine_s": te, "baseline_s": tb, "ratio": tb / te,
                       "engine_steps_per_s": round(STEPS / te, 1),
                       "baseline_steps_per_s": round(STEPS / tb, 1)})

@@ -15,6 +15,7 @@ from .errors import UsageError
 TYPES = ("int", "float", "bool", "str", "ints", "floats")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,14 @@ class Key:
         if isinstance(value, bool):
             raise bad
         if kind == "int":
-            if isinstance(value, int):
-                return value
             try:
-                return int(text) if text is not None else _raise(bad)
+                number = value if isinstance(value, int) else (
+                    int(text) if text is not None else _raise(bad))
             except ValueError:
                 raise bad from None
+            if not INT64_MIN <= number <= INT64_MAX:  # stored as HDF5 int64 (seed, sizes)
+                raise UsageError(f"key '{self.name}': {number} is outside the 64-bit integer range")
+            return number
         if isinstance(value, (int, float)):
             number = float(value)
         else:
@@ -98,10 +101,9 @@ class Key:
     def _check_range(self, value: Any) -> None:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
-        if self.low is not None:
-            if value < self.low or (self.low_open and value == self.low):
-                rel = ">" if self.low_open else ">="
-                raise UsageError(f"key '{self.name}': must be {rel} {self.low:g}, got {value!r}")
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            rel = ">" if self.low_open else ">="
+            raise UsageError(f"key '{self.name}': must be {rel} {self.low:g}, got {value!r}")
         if self.high is not None and value > self.high:
             raise UsageError(f"key '{self.name}': must be <= {self.high:g}, got {value!r}")
 

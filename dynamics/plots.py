@@ -10,10 +10,10 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .store import read_run  # noqa: E402
+from .store import read_run
 
 _LINESTYLES = ["-", "--", ":", "-."]
 

@@ -14,6 +14,7 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from .trajectory import Trajectory
 
 FORMAT = "icldyn"
 FORMAT_VERSION = 1
+TEMP_SUFFIX = ".tmp"
 
 
 def package_version() -> str:
@@ -41,7 +43,7 @@ def library_versions() -> dict[str, str]:
     import platform
 
     out = {"python": platform.python_version()}
-    for name in ("torch", "torchdiffeq", "sympy", "numpy", "h5py"):
+    for name in ("torch", "torchdiffeq", "sympy", "numpy", "scipy", "h5py"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -142,10 +144,31 @@ def write_trajectory(group: h5py.Group, traj: Trajectory) -> None:
         params.create_dataset(name, data=values.astype(np.float64))
 
 
-def _write_atomically(path: str, fill) -> None:
-    """Copy path (if any) to a temp file, let fill(h5py.File) add to it, then rename."""
+def _temp_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}."
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Delete temp files a killed writer of path left behind (the caller holds the lock,
+    so no live writer of path owns one)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".icldyn-", suffix=".h5.tmp", dir=folder)
+    # exactly mkstemp's 8 random characters: never another file's temp (".a.h5.x.h5.*")
+    stale = re.compile(re.escape(_temp_prefix(path)) + r"[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+    for name in os.listdir(folder):
+        if stale.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+
+
+def _write_atomically(path: str, fill) -> None:
+    """Copy path (if any) to a temp file, let fill(h5py.File) add to it, then rename.
+
+    The caller holds _locked(path). Temp files are named .<file name>.<random>.tmp
+    in the same folder; those of a killed writer are removed here.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=folder)
     os.close(fd)
     try:
         if os.path.exists(path):
@@ -212,6 +235,16 @@ def write_run(
     return result["run_id"]
 
 
+@contextlib.contextmanager
+def _readable(path: str) -> Iterator[None]:
+    """Turn a missing group or attribute of a damaged file into a UsageError naming it."""
+    try:
+        yield
+    except (KeyError, OSError, TypeError, ValueError) as exc:  # ValueError: bad JSON too
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].strip("\"'")
+        raise UsageError(f"{path}: damaged icldyn file ({reason})") from None
+
+
 def read_trajectory(group: h5py.Group) -> Trajectory:
     attrs = {k: v for k, v in group.attrs.items() if k not in ("kind", "status")}
     return Trajectory(
@@ -227,12 +260,12 @@ def read_trajectory(group: h5py.Group) -> Trajectory:
 
 def read_run(path: str, run_id: str | None = None) -> tuple[str, dict, dict[str, Trajectory]]:
     """(run_id, run attributes, trajectories) of run_id, or of the newest run."""
-    with open_store(path) as fh:
+    with open_store(path) as fh, _readable(path):
         runs = list(fh["runs"].keys()) if "runs" in fh else []
         if not runs:
             raise UsageError(f"{path}: holds no runs")
         if run_id is None:
-            run_id = sorted(runs, key=lambda r: fh["runs"][r].attrs["created"])[-1]
+            run_id = max(runs, key=lambda r: fh["runs"][r].attrs["created"])
         if run_id not in fh["runs"]:
             raise UsageError(f"{path}: no run {run_id!r} (runs: {', '.join(runs)})")
         run = fh["runs"][run_id]
@@ -250,7 +283,7 @@ def read_run(path: str, run_id: str | None = None) -> tuple[str, dict, dict[str,
 
 def describe(path: str) -> dict:
     """JSON-able listing of what a file holds."""
-    with open_store(path) as fh:
+    with open_store(path) as fh, _readable(path):
         out = {"file": path, "format": FORMAT, "format_version": FORMAT_VERSION, "runs": {}}
         for run_id, run in fh.get("runs", {}).items():
             entry = {k: run.attrs[k] for k in ("experiment", "seed", "status", "created")}

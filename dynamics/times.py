@@ -23,5 +23,5 @@ def record_times(t_max: float, lr: float, n_records: int) -> tuple[np.ndarray, n
     Returns (t, steps): steps = log_steps(round(t_max / lr)), t = lr * steps, so that
     ODE output times are exactly the times at which SGD is recorded.
     """
-    steps = log_steps(int(round(t_max / lr)), n_records)
+    steps = log_steps(round(t_max / lr), n_records)
     return lr * steps.astype(np.float64), steps

@@ -1,6 +1,6 @@
 """Symbolic reduced models: one module per system, plus the base machinery."""
 
-from . import linreg
+from . import induction, linreg, sparse
 from .base import (
     Manifold,
     Param,
@@ -13,7 +13,7 @@ from .base import (
     stationary_point,
 )
 
-SYSTEMS = {"linreg": linreg}
+SYSTEMS = {"linreg": linreg, "sparse": sparse, "induction": induction}
 
 
 def conformance_cases():
@@ -23,7 +23,15 @@ def conformance_cases():
 
 
 __all__ = [
-    "Manifold", "Param", "ReducedModel", "SymbolicLoss", "TorchLoss", "SYSTEMS",
-    "conformance_cases", "flow_eigenvalues", "flow_jacobian", "integrate_flow",
+    "SYSTEMS",
+    "Manifold",
+    "Param",
+    "ReducedModel",
+    "SymbolicLoss",
+    "TorchLoss",
+    "conformance_cases",
+    "flow_eigenvalues",
+    "flow_jacobian",
+    "integrate_flow",
     "stationary_point",
 ]

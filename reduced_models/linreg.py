@@ -136,18 +136,33 @@ def reduced_prediction(omega: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
 class CovariateSample:
     """A fixed Monte-Carlo sample of covariates (common random numbers).
 
-    x: (n, L, d), xq: (n, d), float64, x ~ N(0, I_d).
+    x: (n, L, d), xq: (n, d), float64, x ~ N(0, I_d), or N(0, Sigma) when a (d, d)
+    covariance is given (beta stays N(0, I_d / d)).
     """
 
-    def __init__(self, n: int, L: int, d: int, generator: torch.Generator):
+    def __init__(self, n: int, L: int, d: int, generator: torch.Generator,
+                 covariance: torch.Tensor | None = None):
         device = generator.device
         self.x = torch.randn((n, L, d), generator=generator, dtype=torch.float64, device=device)
         self.xq = torch.randn((n, d), generator=generator, dtype=torch.float64, device=device)
+        if covariance is not None:
+            chol = torch.linalg.cholesky(covariance.to(torch.float64).to(device))
+            self.x, self.xq = self.x @ chol.T, self.xq @ chol.T
 
     def loss(self, omega: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
         """(B, H) omega, mu -> (B,) MC estimate of the population MSE of the reduced predictor."""
+        return self._loss_of_weights(reduced_weights(omega, mu, self.x, self.xq), sigma2)
+
+    def matrix_loss(self, kq: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
+        """(B, H, d, d) score matrices KQ_xx and (B, H) mu -> (B,) population MSE of
+        y_hat = sum_h mu_h sum_l y_l softmax_l(x_l^T KQ_xx,h x_q)."""
+        keys = torch.einsum("bhij,nj->bhni", kq, self.xq)
+        attn = torch.softmax(torch.einsum("nli,bhni->bhnl", self.x, keys), dim=-1)
+        return self._loss_of_weights(torch.einsum("bh,bhnl->bnl", mu, attn), sigma2)
+
+    def _loss_of_weights(self, w: torch.Tensor, sigma2) -> torch.Tensor:
+        """(B, n, L) label weights -> (B,) E_x[|r|^2 / d + sigma2 (sum_l w_l^2 + 1)]."""
         d = self.x.shape[-1]
-        w = reduced_weights(omega, mu, self.x, self.xq)
         r = torch.einsum("bnl,nld->bnd", w, self.x) - self.xq
         sigma2 = torch.as_tensor(sigma2, dtype=w.dtype, device=w.device)
         if sigma2.dim():
@@ -172,18 +187,80 @@ def population_model(d: int, heads: int, L: int, samples: int, generator: torch.
                         population_loss(sample), hyper=("sigma2",))
 
 
-def symmetric_start(d: int, heads: int, scale: float, param: str) -> dict[str, np.ndarray]:
-    """Alternating-sign start omega_h = mu_h = s_h scale, with s_h = (-1)^h.
+def matrix_manifold(d: int, heads: int) -> Manifold:
+    """Non-isotropic manifold (merged weights): KQ_h = diag(G_h, 0) with G_h a symmetric
+    (d, d) matrix, OV_h = mu_h e_(d+1). State: the upper triangles g_h (H, d(d+1)/2),
+    row-major, then mu (H,). Metric: 1 for a diagonal entry of G_h, 2 for an
+    off-diagonal one (it fills two weights), 1 for mu_h."""
+    pairs = [(i, j) for i in range(d) for j in range(i, d)]
 
-    factored: the same (omega, mu) with balanced factors, q_h = s_h sqrt(scale sqrt(d+1)),
-    k_h = sqrt(scale sqrt(d+1)), v_h = s_h sqrt(scale), o_h = sqrt(scale).
-    """
-    sign = np.where(np.arange(heads) % 2 == 0, 1.0, -1.0)
+    def lift(s):
+        kq = []
+        for g in s["g"]:
+            block = np.zeros((d + 1, d + 1), dtype=object)
+            for (i, j), value in zip(pairs, g):
+                block[i, j] = block[j, i] = value
+            kq.append(block)
+        return {"KQ": kq, "OV": [_last_entry(m, d) for m in s["mu"]]}
+
+    return Manifold([Param("g", (heads, len(pairs)), "upper triangle of KQ_xx per head"),
+                     Param("mu", (heads,), "output-value label weight per head")], lift)
+
+
+def matrix_observables(d: int):
+    """State symbols -> {"kq": (H, d, d) symmetric KQ_xx, "mu": (H,)}."""
+    pairs = [(i, j) for i in range(d) for j in range(i, d)]
+
+    def observe(s):
+        kq = np.zeros((len(s["g"]), d, d), dtype=object)
+        for h, g in enumerate(s["g"]):
+            for (i, j), value in zip(pairs, g):
+                kq[h, i, j] = kq[h, j, i] = value
+        return {"kq": kq, "mu": s["mu"]}
+
+    return observe
+
+
+def matrix_population_model(d: int, heads: int, L: int, samples: int,
+                            generator: torch.Generator,
+                            covariance: torch.Tensor | None = None) -> ReducedModel:
+    """Gradient flow of the Monte-Carlo population loss with KQ_xx,h = omega_h Gamma_h
+    learned as a whole symmetric matrix per head (`matrix_manifold`); covariates
+    N(0, covariance). Hyper-parameter sigma2."""
+    sample = CovariateSample(samples, L, d, generator, covariance)
+    loss = TorchLoss(
+        lambda obs, hyper: sample.matrix_loss(obs["kq"], obs["mu"], hyper["sigma2"]),
+        f"population MSE with a symmetric KQ_xx per head, Monte Carlo over {samples} "
+        "covariate draws (beta and noise integrated exactly)",
+    )
+    return ReducedModel(matrix_manifold(d, heads), matrix_observables(d), loss, hyper=("sigma2",))
+
+
+def matrix_state(d: int, omega, mu, gamma: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """State of `matrix_manifold` with G_h = omega_h Gamma (Gamma (d, d), default I_d)."""
+    omega = np.asarray(omega, dtype=np.float64)
+    gamma = np.eye(d) if gamma is None else np.asarray(gamma, dtype=np.float64)
+    return {"g": np.stack([w * gamma[np.triu_indices(d)] for w in omega]),
+            "mu": np.asarray(mu, dtype=np.float64)}
+
+
+def balanced_state(d: int, omega, mu, param: str) -> dict[str, np.ndarray]:
+    """The state with observables (omega, mu), each (H,); factored: balanced factors
+    q_h = sign(omega_h) sqrt(|omega_h| sqrt(d+1)), k_h = sqrt(|omega_h| sqrt(d+1)),
+    v_h = sign(mu_h) sqrt(|mu_h|), o_h = sqrt(|mu_h|)."""
+    omega, mu = np.asarray(omega, dtype=np.float64), np.asarray(mu, dtype=np.float64)
     if param == "merged":
-        return {"omega": sign * scale, "mu": sign * scale}
-    qk = np.sqrt(scale * np.sqrt(d + 1)) * np.ones(heads)
-    vo = np.sqrt(scale) * np.ones(heads)
-    return {"q": sign * qk, "k": qk, "v": sign * vo, "o": vo}
+        return {"omega": omega, "mu": mu}
+    qk = np.sqrt(np.abs(omega) * np.sqrt(d + 1))
+    vo = np.sqrt(np.abs(mu))
+    return {"q": np.where(omega < 0, -qk, qk), "k": qk, "v": np.where(mu < 0, -vo, vo), "o": vo}
+
+
+def symmetric_start(d: int, heads: int, scale: float, param: str) -> dict[str, np.ndarray]:
+    """Alternating-sign start omega_h = mu_h = s_h scale, with s_h = (-1)^h
+    (factored: balanced factors, `balanced_state`)."""
+    sign = np.where(np.arange(heads) % 2 == 0, 1.0, -1.0)
+    return balanced_state(d, sign * scale, sign * scale, param)
 
 
 def one_head_optimum(d: int, L: int, sigma2: float) -> tuple[float, float]:
@@ -207,3 +284,8 @@ def conformance_cases():
                    {"L": 20.0, "sigma2": 0.2}, start)
             pop = population_model(4, heads, 20, 400, torch.Generator().manual_seed(1), param)
             yield f"linreg-{param}-H{heads}-population", pop, {"sigma2": 0.2}, start
+    sigma = torch.tensor([[1.0, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 1.0]], dtype=torch.float64)
+    model = matrix_population_model(3, 2, 10, 300, torch.Generator().manual_seed(2), sigma)
+    start = model.manifold.pack(matrix_state(3, [0.3, -0.25], [0.4, -0.3]))
+    start = start + 0.02 * torch.arange(start.shape[0], dtype=torch.float64)
+    yield "linreg-matrix-H2-population", model, {"sigma2": 0.2}, start

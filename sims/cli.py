@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="run id (default: the newest)")
     p.add_argument("--out", metavar="FILE.png")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("sweep", help="phase diagram: a grid of configs into /sweeps/ of a file")
+    _common(p)
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a swept key: V1,V2,..., START:STOP:NUM or logspace:START:STOP:NUM")
+    p.add_argument("--out", metavar="FILE.h5", help="output file (default data/EXP_sweep.h5)")
+    p.add_argument("--workers", type=int, metavar="N", help="local Dask cluster of N processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="existing Dask scheduler to run on")
+    p.add_argument("--no-ode", action="store_true", help="skip the reduced flows")
+    p.add_argument("--no-sgd", action="store_true", help="skip the full network")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNGs")
     return parser
 
 
@@ -121,6 +131,15 @@ def cmd_plot(args) -> dict:
     return {"plot": exp.plot(args.file, run_id, args.out)}
 
 
+def cmd_sweep(args) -> dict:
+    from . import sweeps  # the sweep machinery (and Dask) load only when sweeping
+
+    exp, config = resolve_config(args)
+    out = args.out or os.path.join("data", f"{exp.name}_sweep.h5")
+    return sweeps.sweep(exp, config, args.grid, out, ode=not args.no_ode, sgd=not args.no_sgd,
+                        workers=args.workers, scheduler=args.scheduler, plot=not args.no_plot)
+
+
 def _print_human(command: str, payload: dict) -> None:
     if command == "list":
         for name, info in payload.items():
@@ -145,6 +164,12 @@ def _print_human(command: str, payload: dict) -> None:
                   f"{cmp['path']:7.2%}   escape t {_fmt(esc['a'])} vs {_fmt(esc['b'])}")
         print(f"results: {payload['file']}" + (f"\nfigure:  {payload['plot']}" if "plot" in payload else ""))
         return
+    if command == "sweep":
+        print(f"{payload['experiment']} sweep {payload['sweep_id']}: {payload['points_total']} "
+              f"points, {payload['points_computed']} computed, {payload['points_reused']} reused")
+        print(f"results: {payload['file']}"
+              + "".join(f"\nfigure:  {p}" for p in payload.get("plots", [])[:1]))
+        return
     print(json.dumps(payload, indent=2, default=str))
 
 
@@ -153,7 +178,7 @@ def _fmt(x) -> str:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "check": cmd_check, "show": cmd_show,
-            "plot": cmd_plot}
+            "plot": cmd_plot, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

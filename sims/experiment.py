@@ -9,8 +9,8 @@ import torch
 
 from dynamics.compare import compare
 from dynamics.config import Schema
-from dynamics.plots import plot_run
 from dynamics.errors import UsageError
+from dynamics.plots import plot_run
 from dynamics.trajectory import Trajectory
 
 

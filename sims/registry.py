@@ -5,9 +5,20 @@ from __future__ import annotations
 from dynamics.errors import UsageError
 
 from .experiment import Experiment
+from .induction.experiment import InductionExperiment
 from .linreg.experiment import LinregExperiment
+from .linreg.length_experiment import LinregLengthExperiment
+from .linreg.multitask_experiment import MultitaskExperiment
+from .linreg.risk_experiment import LinregRiskExperiment
+from .sparse.experiment import SparseExperiment
+from .sparse.risk_experiment import SparseRiskExperiment
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (LinregExperiment(),)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (LinregExperiment(), LinregRiskExperiment(), LinregLengthExperiment(),
+              MultitaskExperiment(), SparseExperiment(), SparseRiskExperiment(),
+              InductionExperiment())
+}
 
 
 def get(name: str) -> Experiment:

@@ -27,7 +27,7 @@ def test_interpolates_onto_reference_times():
 
 def test_path_gap_ignores_time_shift_but_pointwise_does_not():
     t = np.linspace(0, 20, 2001)
-    curve = lambda s: np.tanh(s - 10)  # noqa: E731
+    curve = lambda s: np.tanh(s - 10)
     ref, late = _traj(t, curve(t)), _traj(t, curve(t - 0.5))
     assert pointwise_gap(late, ref)["max"] > 0.4
     assert path_gap(late, ref) < 1e-3

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -38,12 +39,12 @@ def test_round_trip_and_format_v1(tmp_path):
 def test_failed_write_leaves_the_old_file_intact(tmp_path):
     path = str(tmp_path / "r.h5")
     store.write_run(path, "linreg", {}, 0, _trajs(), "complete", {})
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     bad = _trajs()
     bad["sgd"].params["omega"] = object()  # not storable: fails mid-write
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         store.write_run(path, "linreg", {}, 0, bad, "complete", {})
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -61,18 +61,20 @@ def sample_sequences(
     are i.i.d. uniform; each later token x_t is drawn from the row of the
     history (x_{t-p}, p in parents).
     """
-    n, _, vocab = kernels.shape
+    n, n_rows, vocab = kernels.shape
     burn_in = max(parents)
+    # Inverse-CDF sampling from one block of uniforms: a few tensor ops per position.
+    cdf = kernels.cumsum(-1).reshape(n * n_rows, vocab)
+    cdf[:, -1] = 2.0  # above any uniform draw: rounding in the cumsum never yields `vocab`
+    uniform = torch.rand((n, length), generator=generator, dtype=torch.float64)
     tokens = torch.empty((n, length), dtype=torch.int64)
-    tokens[:, : min(burn_in, length)] = torch.randint(
-        vocab, (n, min(burn_in, length)), generator=generator
-    )
+    head = min(burn_in, length)
+    tokens[:, :head] = (uniform[:, :head] * vocab).long().clamp(max=vocab - 1)
     offsets = torch.tensor(parents)
-    rows = torch.arange(n)
+    first_row = torch.arange(n) * n_rows
     for t in range(burn_in, length):
-        history_rows = history_index(tokens[:, t - offsets], vocab)
-        probs = kernels[rows, history_rows]
-        tokens[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        rows = first_row + history_index(tokens[:, t - offsets], vocab)
+        tokens[:, t] = (uniform[:, t, None] >= cdf[rows]).sum(-1)
     return tokens
 
 

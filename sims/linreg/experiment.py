@@ -9,6 +9,20 @@ network there:
   "symmetric"), or drawn at random with the flows started from its metric
   projection onto the manifold (init "random").
 Time is t = lr x step; both flows use the metric of the lift (THEORY.md D).
+
+The network also records its per-head pattern metrics (THEORY.md A.3) and
+which heads are active. With ode_start = "pattern" the flows start instead at
+the first record where the pattern has formed (every active head with KQ
+diagonal ratio and OV last-entry ratio above pattern_threshold), from the
+network's observed (omega, mu) there (factored: balanced factors), and are
+compared with the network from then on (docs/linreg-extensions.md).
+
+With covariance = "toeplitz" (x ~ N(0, Sigma), Sigma_ij = rho^|i-j|; merged
+weights only) the reduced flow is "population" on the matrix manifold
+(KQ_xx,h a learned symmetric matrix per head, reduced_models.linreg.
+matrix_population_model); both sides record KQ_xx, and the summary carries
+the alignment of the network's KQ_xx with Sigma^-1 and with the flow's, and
+the risks of plain and preconditioned one-step GD (sims.linreg.noniso).
 """
 
 from __future__ import annotations
@@ -27,19 +41,31 @@ from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
 
 from ..experiment import Experiment, RunResult, check_device, comparisons, generator, seeds
-from .network import SoftmaxAttentionRegressor, project
-from .task import sample_regression
+from .checks import linreg_checks
+from .network import SoftmaxAttentionRegressor, head_observables, pattern_formed, project
+from .noniso import baseline_risks, cosine_similarity, head_alignment, risk
+from .task import COVARIANCES, covariance_matrix, sample_regression
 
 SCHEMA = Schema((
     Key("d", "int", 5, "covariate dimension", low=1),
     Key("L", "int", 40, "context length (training)", low=1),
     Key("sigma2", "float", 0.1, "label-noise variance", low=0.0),
     Key("heads", "int", 2, "attention heads H", low=1),
+    Key("covariance", "str", "identity", "covariance of x: 'identity' or 'toeplitz' "
+        "(Sigma_ij = rho^|i-j|; needs param = merged)", choices=COVARIANCES),
+    Key("rho", "float", 0.5, "Toeplitz correlation, |rho| < 1", low=-1.0, high=1.0),
     Key("init", "str", "symmetric", "start: 'symmetric' (+-init_scale alternating by head, "
         "lifted) or 'random' (network weights N(0, init_scale^2))",
         choices=("symmetric", "random")),
     Key("init_scale", "float", 0.05, "start scale (omega = mu = +-init_scale when symmetric)",
         low=0.0, low_open=True),
+    Key("ode_start", "str", "init", "where the reduced flows start: 'init' (the start point) or "
+        "'pattern' (the network's (omega, mu) when the pattern has formed)",
+        choices=("init", "pattern")),
+    Key("pattern_threshold", "float", 0.95, "the pattern has formed when every active head has "
+        "KQ diagonal ratio and OV last-entry ratio above this", low=0.0, high=1.0, low_open=True),
+    Key("active_fraction", "float", 0.1, "a head is active when |mu_h| >= active_fraction x "
+        "max_h |mu_h|", low=0.0, high=1.0),
     Key("param", "str", "merged", "network parameterisation", choices=("merged", "factored")),
     Key("optimizer", "str", "sgd", "full-network optimiser", choices=("sgd", "adam")),
     Key("lr", "float", 0.02, "learning rate; t = lr x step", low=0.0, low_open=True),
@@ -67,6 +93,11 @@ class LinregExperiment(Experiment):
 
     def validate(self, config: dict) -> None:
         check_device(config["device"])
+        if config["covariance"] == "toeplitz":
+            if abs(config["rho"]) >= 1:
+                raise UsageError(f"key 'rho': must satisfy |rho| < 1, got {config['rho']!r}")
+            if config["param"] != "merged":
+                raise UsageError("key 'param': covariance = toeplitz needs param = merged")
         steps = config["t_max"] / config["lr"]
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} SGD steps exceeds {MAX_STEPS}")
@@ -79,59 +110,84 @@ class LinregExperiment(Experiment):
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         d, L, sigma2, H, param = (config[k] for k in ("d", "L", "sigma2", "heads", "param"))
         device = config["device"]
-        seed_init, seed_mc, seed_sgd, seed_eval = seeds(config["seed"], 4)
+        from_pattern = config["ode_start"] == "pattern"
+        if from_pattern and ode and not sgd:
+            raise UsageError("key 'ode_start': 'pattern' starts the flows from the network; "
+                             "it cannot be combined with --no-sgd")
+        # a fifth seed leaves the first four (and so earlier runs) unchanged
+        seed_init, seed_mc, seed_sgd, seed_eval, seed_baselines = seeds(config["seed"], 5)
         t, steps = record_times(config["t_max"], config["lr"], config["records"])
-        manifold = theory.manifold(d, H, param)
+        sigma = covariance_matrix(config["covariance"], d, config["rho"])
+        matrix = sigma is not None
+        manifold = theory.matrix_manifold(d, H) if matrix else theory.manifold(d, H, param)
+        observable = project_with_kq if matrix else project
         dtype = getattr(torch, config["sgd_dtype"])
         net = SoftmaxAttentionRegressor(d, H, param, dtype=dtype).to(device)
         if config["init"] == "symmetric":
-            state0 = manifold.pack(theory.symmetric_start(d, H, config["init_scale"], param))
+            point = theory.symmetric_start(d, H, config["init_scale"], param)
+            state0 = manifold.pack(theory.matrix_state(d, point["omega"], point["mu"])
+                                   if matrix else point)
             net.load(manifold.lift(state0))
         else:
             net.init_normal(config["init_scale"], generator(seed_init, device))
             state0 = manifold.project({k: v.cpu() for k, v in net.weights().items()})
         state0 = state0.to(device)
         trajs, seconds = {}, {}
-        solver = {"rtol": config["rtol"], "atol": config["atol"]}
-        if ode:
-            models = {
-                "ode": (theory.symbolic_model(d, H, param), {"L": L, "sigma2": sigma2}),
-                "population": (
-                    theory.population_model(d, H, L, config["mc_samples"],
-                                            generator(seed_mc, device), param),
-                    {"sigma2": sigma2},
-                ),
-            }
-            for name, (model, hyper) in models.items():
+        if sgd:
+            start = time.perf_counter()
+            eval_batch = sample_regression(config["eval_samples"], L, d, sigma2,
+                                           generator(seed_eval, device), dtype=dtype, device=device,
+                                           covariance=sigma)
+            trajs["sgd"] = self._train(net, config, steps, generator(seed_sgd, device), eval_batch,
+                                       sigma)
+            seconds["sgd"] = time.perf_counter() - start
+        flow_start = 0
+        if sgd:
+            formed = first_pattern_row(trajs["sgd"], config["pattern_threshold"])
+            if from_pattern:
+                flow_start = formed
+                if formed is not None:
+                    row = {k: v[formed] for k, v in trajs["sgd"].params.items()}
+                    state = (symmetric_state(row["kq_xx"], row["mu"]) if matrix
+                             else theory.balanced_state(d, row["omega"], row["mu"], param))
+                    state0 = manifold.pack(state).to(device)
+        if ode and flow_start is not None:
+            solver = {"rtol": config["rtol"], "atol": config["atol"]}
+            for name, (model, hyper) in flow_models(config, sigma,
+                                                    generator(seed_mc, device)).items():
                 start = time.perf_counter()
                 with bar(float(t[-1]), f"{name} flow", unit="t") as progress:
                     def advance(now, progress=progress):
                         progress.update(now - progress.n)
-                    (trajs[name],) = integrate_flow(model, state0, t, hyper, project,
-                                                    on_chunk=advance, **solver)
+                    (trajs[name],) = integrate_flow(model, state0, t[flow_start:], hyper,
+                                                    observable, on_chunk=advance, **solver)
                 seconds[name] = time.perf_counter() - start
-        if sgd:
-            start = time.perf_counter()
-            eval_batch = sample_regression(config["eval_samples"], L, d, sigma2,
-                                           generator(seed_eval, device), dtype=dtype, device=device)
-            trajs["sgd"] = self._train(net, config, steps, generator(seed_sgd, device), eval_batch)
-            seconds["sgd"] = time.perf_counter() - start
         summary = {name: tr.summary() for name, tr in trajs.items()}
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+        if sgd:
+            summary["sgd"]["pattern"] = pattern_summary(trajs["sgd"], formed)
+        if from_pattern and ode:
+            summary["flows_start_t"] = None if flow_start is None else float(t[flow_start])
+        if matrix and sgd:
+            summary["noniso"] = noniso_summary(net, trajs, sigma, config, eval_batch,
+                                               generator(seed_baselines, device))
         summary["comparison"] = comparisons(
             trajs, [("sgd", "population"), ("ode", "population"), ("sgd", "ode")]
         )
         return RunResult(trajs, summary)
 
+    def check(self, config: dict) -> list:
+        return linreg_checks(config)
+
     @staticmethod
-    def _train(net, config, steps, gen, eval_batch):
+    def _train(net, config, steps, gen, eval_batch, covariance=None):
         d, L, sigma2 = config["d"], config["L"], config["sigma2"]
         opt_class = torch.optim.SGD if config["optimizer"] == "sgd" else torch.optim.Adam
         optimizer = opt_class(net.parameters(), lr=config["lr"])
 
         def batch_loss(step: int) -> torch.Tensor:
             batch = sample_regression(config["batch"], L, d, sigma2, gen, dtype=eval_batch.y.dtype,
-                                      device=eval_batch.y.device)
+                                      device=eval_batch.y.device, covariance=covariance)
             return ((net(batch.tokens()) - batch.yq) ** 2).mean()
 
         eval_tokens = eval_batch.tokens()
@@ -141,7 +197,10 @@ class LinregExperiment(Experiment):
 
         def observe() -> dict[str, np.ndarray]:
             with torch.no_grad():
-                return {k: v.double().cpu().numpy() for k, v in project(net.weights()).items()}
+                observed = head_observables(net.weights(), config["active_fraction"])
+                if covariance is not None:
+                    observed["kq_xx"] = project_with_kq(net.weights())["kq_xx"]
+                return {k: v.double().cpu().numpy() for k, v in observed.items()}
 
         with bar(int(steps[-1]), "sgd", unit="step") as progress:
             traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
@@ -149,3 +208,76 @@ class LinregExperiment(Experiment):
         traj.attrs["model"] = (f"{net.param} network, {config['optimizer']}, batch {config['batch']}; "
                                f"loss on {config['eval_samples']} fixed prompts")
         return traj
+
+
+def first_pattern_row(traj, threshold: float) -> int | None:
+    """Index of the first record of a network trajectory at which the pattern has formed
+    (`pattern_formed`), or None."""
+    for row in range(len(traj.t)):
+        if pattern_formed({k: v[row] for k, v in traj.params.items()}, threshold):
+            return row
+    return None
+
+
+def pattern_summary(traj, formed: int | None) -> dict:
+    """Per-head pattern metrics at the last record (lists), `active` as booleans, and when
+    the pattern first formed (t and step, None if never)."""
+    last = {k: v[-1] for k, v in traj.params.items()}
+    out = {k: last[k].tolist() for k in ("kq_diag_ratio", "kq_diag_var", "ov_last_ratio")}
+    out["active"] = [bool(a) for a in last["active"]]
+    out["formed_t"] = None if formed is None else float(traj.t[formed])
+    out["formed_step"] = None if formed is None else int(traj.step[formed])
+    return out
+
+
+def flow_models(config: dict, sigma: torch.Tensor | None, gen: torch.Generator) -> dict:
+    """name -> (reduced model, hyper-parameters) of the flows a run integrates: "ode" (Lt)
+    and "population" when isotropic; only the matrix "population" flow under Sigma."""
+    d, L, sigma2, H, param = (config[k] for k in ("d", "L", "sigma2", "heads", "param"))
+    if sigma is not None:
+        return {"population": (theory.matrix_population_model(d, H, L, config["mc_samples"],
+                                                              gen, sigma), {"sigma2": sigma2})}
+    return {
+        "ode": (theory.symbolic_model(d, H, param), {"L": L, "sigma2": sigma2}),
+        "population": (theory.population_model(d, H, L, config["mc_samples"], gen, param),
+                       {"sigma2": sigma2}),
+    }
+
+
+def project_with_kq(weights: dict) -> dict:
+    """`project` plus kq_xx (..., H, d, d), the covariate block of KQ_h (non-isotropic runs)."""
+    kq = weights["KQ"]
+    d = kq.shape[-1] - 1
+    return {**project(weights), "kq_xx": kq[..., :d, :d]}
+
+
+def symmetric_state(kq_xx: np.ndarray, mu: np.ndarray) -> dict[str, np.ndarray]:
+    """Matrix-manifold state nearest to (KQ_xx (H, d, d), mu (H,)): the upper triangle of
+    the symmetric part (the metric projection)."""
+    sym = (kq_xx + np.swapaxes(kq_xx, -1, -2)) / 2
+    upper = np.triu_indices(sym.shape[-1])
+    return {"g": sym[:, upper[0], upper[1]], "mu": np.asarray(mu)}
+
+
+def noniso_summary(net, trajs: dict, sigma: torch.Tensor, config: dict, eval_batch,
+                   gen: torch.Generator) -> dict:
+    """Alignment of the network's final KQ_xx (per head) with Sigma^-1, with I and with the
+    population flow's final KQ_xx; risks (MSE, standard error) of the network on the
+    evaluation prompts and of the one-step GD baselines (sims.linreg.noniso)."""
+    kq_net = torch.as_tensor(trajs["sgd"].params["kq_xx"][-1])
+    inverse = torch.linalg.inv(sigma)
+    out = {"align_sigma_inv": head_alignment(kq_net, inverse).tolist(),
+           "align_identity": head_alignment(kq_net, torch.eye(len(sigma),
+                                                              dtype=torch.float64)).tolist()}
+    if "population" in trajs:
+        kq_flow = torch.as_tensor(trajs["population"].params["kq_xx"][-1])
+        out["align_flow"] = cosine_similarity(kq_net, kq_flow).tolist()
+        out["flow_align_sigma_inv"] = head_alignment(kq_flow, inverse).tolist()
+    with torch.no_grad():
+        errors = (net(eval_batch.tokens()) - eval_batch.yq).double() ** 2
+    mean, se = risk(errors)
+    d, L, n = config["d"], config["L"], config["eval_samples"]
+    fit, test = (sample_regression(n, L, d, config["sigma2"], gen, dtype=torch.float64,
+                                   covariance=sigma) for _ in range(2))
+    out["risk"] = {"network": {"risk": mean, "stderr": se}, **baseline_risks(fit, test, inverse)}
+    return out

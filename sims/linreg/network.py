@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,6 +66,37 @@ def pattern_metrics(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     }
 
 
+ACTIVE_FRACTION = 0.1
+
+
+def active_heads(mu: torch.Tensor, fraction: float = ACTIVE_FRACTION) -> torch.Tensor:
+    """(..., H) bool: head h is active when |mu_h| >= fraction x max_h' |mu_h'| (and > 0).
+
+    A dummy head (THEORY.md A.3, H > 2) keeps a label weight far below the
+    active ones; the default fraction 0.1 separates the two.
+    """
+    size = mu.abs()
+    return (size >= fraction * size.amax(dim=-1, keepdim=True)) & (size > 0)
+
+
+def head_observables(weights: dict[str, torch.Tensor],
+                     fraction: float = ACTIVE_FRACTION) -> dict[str, torch.Tensor]:
+    """What a trained network records per head, each (..., H): omega and mu (`project`),
+    the pattern metrics, and `active` (1.0 or 0.0, `active_heads`)."""
+    reduced = project(weights)
+    return {**reduced, **pattern_metrics(weights),
+            "active": active_heads(reduced["mu"], fraction).to(reduced["mu"].dtype)}
+
+
+def pattern_formed(observed: dict, threshold: float) -> bool:
+    """Whether every active head has kq_diag_ratio > threshold and ov_last_ratio > threshold.
+
+    observed: one record of `head_observables` ((H,) arrays or tensors)."""
+    active = np.asarray(observed["active"], dtype=bool)
+    ratios = [np.asarray(observed[k])[active] for k in ("kq_diag_ratio", "ov_last_ratio")]
+    return bool(active.any() and all((r > threshold).all() for r in ratios))
+
+
 class SoftmaxAttentionRegressor(nn.Module):
     """H-head softmax attention predicting the query label.
 
@@ -101,8 +133,15 @@ class SoftmaxAttentionRegressor(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L + 1, d + 1), the query last -> y_hat (B,)."""
         kq, ov = effective_weights(self.weights())
-        context, query = tokens[:, :-1], tokens[:, -1]
-        keys = torch.einsum("hij,bj->bhi", kq, query)
-        attn = torch.softmax(torch.einsum("bli,bhi->bhl", context, keys), dim=-1)
-        mixed = torch.einsum("bhl,bli->bhi", attn, context)
-        return torch.einsum("bhi,hi->b", mixed, ov)
+        return torch.einsum("bhi,hi->b", attend(kq, tokens), ov)
+
+
+def attend(kq: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-head attention average of the context tokens, (B, H, D).
+
+    kq: (H, D, D); tokens: (B, L + 1, D), the query last; head h weighs context token
+    z_l by softmax_l(z_l^T KQ_h z_q) over the L context tokens."""
+    context, query = tokens[:, :-1], tokens[:, -1]
+    keys = torch.einsum("hij,bj->bhi", kq, query)
+    attn = torch.softmax(torch.einsum("bli,bhi->bhl", context, keys), dim=-1)
+    return torch.einsum("bhl,bli->bhi", attn, context)

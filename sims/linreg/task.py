@@ -42,6 +42,18 @@ def toeplitz_covariance(d: int, rho: float, dtype=torch.float64) -> torch.Tensor
     return torch.tensor(rho, dtype=dtype) ** (idx[:, None] - idx[None, :]).abs().to(dtype)
 
 
+COVARIANCES = ("identity", "toeplitz")
+
+
+def covariance_matrix(kind: str, d: int, rho: float) -> torch.Tensor | None:
+    """Sigma of the covariates: None for "identity" (I_d), `toeplitz_covariance` for "toeplitz"."""
+    if kind == "identity":
+        return None
+    if kind == "toeplitz":
+        return toeplitz_covariance(d, rho)
+    raise ValueError(f"covariance must be one of {COVARIANCES}, got {kind!r}")
+
+
 def sample_regression(
     batch: int,
     L: int,

@@ -1,0 +1,467 @@
+"""Reduced models of the induction-head system (THEORY.md B; arXiv 2409.10559).
+
+The simplified network TF(M, H, d, D) (sims/induction/network.py) has three
+parameter blocks and they are the reduced state:
+- w (H, M): copier logits; head h gives offset k the logit w[h-1, k-1];
+- C (n_sets,): selector amplitudes over the candidate sets of heads S
+  (`candidate_sets(H, D)`, labels such as "1,2"), c_S = C_S^2 and
+  p_S = C_S^2 / sum C^2;
+- a (): the classifier's logit scale.
+The lift is the identity onto weights named w, C and a, so the metric is
+G = I and flow time is t = lr x step of plain SGD on the network.
+
+Sufficient statistics. A window pattern is the tuple of tokens at offsets
+1..M before a position, symbol `vocab` standing for a position before x_1
+(a zero input row). The network's prediction for a sequence depends on the
+sequence only through the query's window pattern and the counts N_y(e) of
+context positions with window pattern y and token e (`WindowCounts`), so a
+loss evaluation costs O(n (vocab+1)^M vocab) for n sequences, whatever L.
+
+Two flows on this manifold (docs/induction.md):
+- population: gradient flow of the simplified network's loss, Monte Carlo
+  over a fixed sample of chains and sequences (a TorchLoss);
+- ode: the symbolic three-stage model Loss = Lambda(a m(w, p)) with
+  m = sum_S p_S D_S(w) / D_*, Lambda the limiting generalised induction
+  head's loss as a function of its logit, D_S(w) the first-order gain of
+  set S (sympy in w), D_* = -Lambda'(0). It equals the population loss to
+  first order in a everywhere, and exactly when p sits on S* with sharp
+  copiers (m = 1), where a follows the one-dimensional flow on Lambda.
+Losses: "ce" the true cross-entropy -log y_hat[x_(L+1)], with sequences
+whose target never occurs in the context left out (their loss is an
+infinite constant, independent of every parameter); "logsoftmax" the
+authors' variant -log softmax(y_hat)[x_(L+1)] over all sequences.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+import torch
+
+from dynamics.ode import integrate
+from dynamics.trajectory import Trajectory
+
+from .base import Manifold, Param, ReducedModel, SymbolicLoss, TorchLoss
+from .markov import (
+    candidate_sets,
+    gih_counts,
+    gih_log_predict_from_counts,
+    loss_from_log_predict,
+)
+
+LOSSES = ("ce", "logsoftmax")
+FLOOR = 1e-200  # |C_S| below which a losing set stops decaying in `integrate_log_selector`
+
+# ----------------------------------------------------------- window patterns
+
+
+def pattern_symbols(window: int, vocab: int) -> torch.Tensor:
+    """(P, M) int64 symbols of every window pattern, P = (vocab+1)**M.
+
+    Column k-1 is the symbol at offset k; symbol `vocab` means "before x_1".
+    Pattern code = sum_k symbol_k (vocab+1)**(k-1).
+    """
+    codes = torch.arange((vocab + 1) ** window)
+    return torch.stack([(codes // (vocab + 1) ** k) % (vocab + 1) for k in range(window)], -1)
+
+
+def pattern_one_hot(window: int, vocab: int) -> torch.Tensor:
+    """(P, M, vocab) float64 one-hot rows of every pattern (zero rows before x_1)."""
+    one_hot = torch.nn.functional.one_hot(pattern_symbols(window, vocab), vocab + 1)
+    return one_hot[..., :vocab].double()
+
+
+def window_codes(tokens: torch.Tensor, window: int, vocab: int) -> torch.Tensor:
+    """(n, T) pattern code of every position of tokens (n, T) int64.
+
+    Position i (0-based) has the tokens at i-1, ..., i-M as its window.
+    """
+    n, length = tokens.shape
+    padded = torch.cat([torch.full((n, window), vocab, dtype=torch.int64), tokens], 1)
+    code = torch.zeros((n, length), dtype=torch.int64)
+    for k in range(1, window + 1):
+        code += padded[:, window - k : window - k + length] * (vocab + 1) ** (k - 1)
+    return code
+
+
+@dataclass
+class WindowCounts:
+    """What the simplified network needs of n sequences (context x_1..x_L, target x_(L+1)).
+
+    - query: (n,) window-pattern code of the query position L+1
+    - target: (n,) int64 x_(L+1)
+    - log_visits: (n, P) log N_y, the count of context positions with pattern y (-inf if 0)
+    - ratio: (n, P, vocab) N_y(e) / N_y (0 where N_y = 0)
+    - target_seen: (n,) bool, x_(L+1) occurs among x_1..x_L
+    - length: L
+    """
+
+    query: torch.Tensor
+    target: torch.Tensor
+    log_visits: torch.Tensor
+    ratio: torch.Tensor
+    target_seen: torch.Tensor
+    length: int
+
+    @classmethod
+    def from_tokens(cls, tokens: torch.Tensor, window: int, vocab: int) -> WindowCounts:
+        """tokens (n, L + 1) int64, L >= window (the query's window is complete)."""
+        n, length = tokens.shape[0], tokens.shape[1] - 1
+        codes = window_codes(tokens, window, vocab)
+        n_patterns = (vocab + 1) ** window
+        counts = torch.zeros((n, n_patterns * vocab), dtype=torch.float64)
+        counts.scatter_add_(1, codes[:, :length] * vocab + tokens[:, :length],
+                            torch.ones((n, length), dtype=torch.float64))
+        counts = counts.reshape(n, n_patterns, vocab)
+        visits = counts.sum(-1)
+        ratio = counts / visits.clamp(min=1.0)[..., None]
+        target = tokens[:, -1]
+        seen = counts.sum(1).gather(1, target[:, None]).squeeze(1) > 0
+        return cls(query=codes[:, -1], target=target, log_visits=visits.log(), ratio=ratio,
+                   target_seen=seen, length=length)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def predict(self, logit_table: torch.Tensor) -> torch.Tensor:
+        """y_hat (B, n, vocab) for logits (B, P, P): entry [z, y] is the classifier's logit
+        a k(query, key) between a query of pattern z and a key of pattern y."""
+        logits = logit_table[:, self.query, :] + self.log_visits
+        return torch.einsum("bnp,npe->bne", torch.softmax(logits, -1), self.ratio)
+
+    def loss(self, y_hat: torch.Tensor, variant: str) -> torch.Tensor:
+        """(B,) mean loss of predictions y_hat (B, n, vocab); see the module docstring."""
+        return prediction_loss(y_hat, self.target, self.target_seen, variant)
+
+
+def prediction_loss(y_hat: torch.Tensor, target: torch.Tensor, target_seen: torch.Tensor,
+                    variant: str) -> torch.Tensor:
+    """(..., ) mean loss of probabilities y_hat (..., n, vocab) against target (n,).
+
+    "ce": -log y_hat[target] over the sequences with target_seen; "logsoftmax":
+    -log softmax(y_hat)[target] over all.
+    """
+    if variant == "ce":
+        picked = y_hat[..., target_seen, :].gather(
+            -1, target[target_seen].expand(*y_hat.shape[:-2], -1)[..., None])
+        return -picked.squeeze(-1).log().mean(-1)
+    if variant == "logsoftmax":
+        log_prob = torch.log_softmax(y_hat, -1)
+        return -log_prob.gather(-1, target.expand(*y_hat.shape[:-2], -1)[..., None]).squeeze(-1).mean(-1)
+    raise ValueError(f"unknown loss variant {variant!r}")
+
+
+# ----------------------------------------------- the simplified network's function
+
+
+def copier_features(w: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    """Normalised copier outputs u_h(y) = v_h(y) / |v_h(y)| of every window pattern.
+
+    w: (..., H, M) logits; one_hot: (P, M, vocab) from `pattern_one_hot`.
+    v_h(y) = sum_k softmax_k(w_h) onehot(y_k); u = 0 where v = 0 (no token in
+    the window). Returns (..., H, P, vocab).
+    """
+    v = torch.einsum("...hk,pke->...hpe", torch.softmax(w, -1), one_hot)
+    norm2 = (v**2).sum(-1, keepdim=True)
+    nonzero = norm2 > 0
+    return torch.where(nonzero, v * torch.where(nonzero, norm2, 1.0).rsqrt(), 0.0)
+
+
+def head_similarity(w: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    """(..., H, P, P) <u_h(z), u_h(y)> between all pairs of window patterns."""
+    u = copier_features(w, one_hot)
+    return torch.einsum("...hpe,...hqe->...hpq", u, u)
+
+
+def selector_kernel(similarity: torch.Tensor, p: torch.Tensor,
+                    sets: list[tuple[int, ...]]) -> torch.Tensor:
+    """Feature kernel k(z, y) = sum_S p_S prod_(h in S) similarity_h(z, y).
+
+    similarity: (..., H, P, P); p: (..., n_sets); sets of 1-indexed heads.
+    Returns (..., P, P).
+    """
+    terms = []
+    for i, heads in enumerate(sets):
+        product = similarity[..., heads[0] - 1, :, :]
+        for h in heads[1:]:
+            product = product * similarity[..., h - 1, :, :]
+        terms.append(p[..., i, None, None] * product)
+    return torch.stack(terms, 0).sum(0)
+
+
+def logit_table(w: torch.Tensor, p: torch.Tensor, a: torch.Tensor, one_hot: torch.Tensor,
+                sets: list[tuple[int, ...]]) -> torch.Tensor:
+    """(B, P, P) classifier logits a k(z, y) from w (B, H, M), p (B, n_sets), a (B,)."""
+    return a[:, None, None] * selector_kernel(head_similarity(w, one_hot), p, sets)
+
+
+# ------------------------------------------------------------- manifold
+
+def manifold(heads: int, window: int, n_sets: int) -> Manifold:
+    """Identity lift of (w, C, a) onto the simplified network's weights (G = I).
+
+    a is stored as a (1,) block (the network's weight `a` has shape (1,)).
+    """
+    blocks = [Param("w", (heads, window), "copier logits per head and offset"),
+              Param("C", (n_sets,), "selector amplitude per candidate set, c_S = C_S^2"),
+              Param("a", (1,), "classifier logit scale")]
+    return Manifold(blocks, lambda s: {"w": s["w"], "C": s["C"], "a": s["a"]})
+
+
+def observables(s: dict) -> dict:
+    """State symbols -> {"w": (H, M), "p": (n_sets,) = C^2 / |C|^2, "a": ()}."""
+    squares = s["C"] ** 2
+    return {"w": s["w"], "p": squares / sum(squares), "a": np.asarray(s["a"][0], dtype=object)}
+
+
+def population_model(counts: WindowCounts, heads: int, window: int, vocab: int, degree: int,
+                     variant: str = "ce") -> ReducedModel:
+    """Gradient flow of the simplified network's loss on the fixed sample `counts`."""
+    sets = candidate_sets(heads, degree)
+    one_hot = pattern_one_hot(window, vocab)
+
+    def loss(obs, hyper):
+        table = logit_table(obs["w"], obs["p"], obs["a"], one_hot, sets)
+        return counts.loss(counts.predict(table), variant)
+
+    description = (f"population {variant} loss of the simplified network, Monte Carlo over "
+                   f"{len(counts)} chains and sequences (L={counts.length})")
+    return ReducedModel(manifold(heads, window, len(sets)), observables,
+                        TorchLoss(loss, description))
+
+
+# ------------------------------------------------ the symbolic three-stage model
+
+
+def first_order_gains_table(counts: WindowCounts, variant: str) -> torch.Tensor:
+    """Omega (P, P) with dLoss/da at a = 0 equal to -sum_(z,y) Omega[z, y] k(z, y).
+
+    Omega = -dLoss/dT at T = 0, for the loss as a function of the logit table T
+    (`WindowCounts.predict`): exact, by autograd, on the sample.
+    """
+    n_patterns = counts.ratio.shape[1]
+    table = torch.zeros((1, n_patterns, n_patterns), dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(counts.loss(counts.predict(table), variant).sum(), table)
+    return -grad[0]
+
+
+def exact_first_order_gains(omega: torch.Tensor, w: torch.Tensor, one_hot: torch.Tensor,
+                            sets: list[tuple[int, ...]]) -> torch.Tensor:
+    """(n_sets,) D_S(w) = sum_(z,y) Omega[z, y] prod_(h in S) <u_h(z), u_h(y)> for w (H, M):
+    dLoss/da at a = 0 is -sum_S p_S D_S(w)."""
+    similarity = head_similarity(w, one_hot)
+    eye = torch.eye(len(sets), dtype=torch.float64)
+    return (selector_kernel(similarity, eye, sets) * omega).sum((-1, -2))
+
+
+def sharp_gain(omega: torch.Tensor, offsets: tuple[int, ...], window: int, vocab: int,
+               sharpness: float = 40.0) -> float:
+    """G(T): the first-order gain D of |T| sharp copiers, one on each offset of T (logit
+    `sharpness` there, 0 elsewhere), combined as one set. For "ce" it tends to the
+    modified chi-square MI I(T) as L grows. (At positions whose copied offset lies
+    before x_1 the normalised copier output is that of the other offsets: the network's
+    limit, which differs from the limiting model there by O(M / L).)"""
+    w = torch.zeros((len(offsets), window), dtype=torch.float64)
+    w[torch.arange(len(offsets)), torch.tensor(offsets) - 1] = sharpness
+    heads = tuple(range(1, len(offsets) + 1))
+    return float(exact_first_order_gains(omega, w, pattern_one_hot(window, vocab), [heads])[0])
+
+
+def mixture_gain_exprs(w: np.ndarray, sets: list[tuple[int, ...]], gains: dict) -> list[sp.Expr]:
+    """D_S(w) ~= sum over offset choices k (one per head of S) of prod_h s_(h, k_h) G({k_h}).
+
+    w: (H, M) object array of symbols, s_h = softmax(w_h); gains: {offset set: G}.
+    Exact when every head of S is a sharp copier; heads sharing an offset
+    count it once.
+    """
+    sigmas = []
+    for row in w:
+        exps = [sp.exp(x) for x in row]
+        total = sp.Add(*exps)
+        sigmas.append([e / total for e in exps])
+    window = w.shape[1]
+    exprs = []
+    for heads in sets:
+        terms = []
+        for choice in itertools.product(range(1, window + 1), repeat=len(heads)):
+            weight = sp.Mul(*[sigmas[h - 1][k - 1] for h, k in zip(heads, choice)])
+            terms.append(weight * sp.Float(gains[tuple(sorted(set(choice)))], 17))
+        exprs.append(sp.Add(*terms))
+    return exprs
+
+
+def limit_loss_function(tokens: torch.Tensor, offsets: tuple[int, ...], vocab: int,
+                        variant: str) -> type:
+    """The limiting model's loss Lambda(b) on tokens (n, L + 1), as a sympy Function.
+
+    Lambda(b) = mean loss of the generalised induction head with set `offsets`
+    and logit b (markov.gih_loss; "ce" leaves out sequences whose target is not
+    in the context). Its torch implementation is used by lambdify; its
+    derivative is a second Function, Lambda'(b), computed in closed form (its
+    torch implementation is also the class attribute `slope`).
+    """
+    context, target = tokens[:, :-1], tokens[:, -1]
+    matched, token_counts = gih_counts(context, offsets, vocab)
+    if variant == "ce":
+        seen = token_counts.gather(1, target[:, None]).squeeze(1) > 0
+        matched, token_counts, target = matched[seen], token_counts[seen], target[seen]
+    length = float(context.shape[1])
+
+    def value(b):
+        log_predict = gih_log_predict_from_counts(matched, token_counts, b)
+        return loss_from_log_predict(log_predict, target, variant)
+
+    def slope(b):
+        b = torch.as_tensor(b, dtype=torch.float64)[..., None, None]
+        boost = b.exp()
+        matched_total = matched.sum(-1, keepdim=True)
+        denominator = boost * matched_total + length - matched_total
+        y_hat = (boost * matched + token_counts - matched) / denominator
+        dy = boost * (matched - y_hat * matched_total) / denominator
+        if variant == "ce":
+            pick = target[:, None]
+            grad = -(dy.gather(-1, pick.expand(*dy.shape[:-1], 1))
+                     / y_hat.gather(-1, pick.expand(*dy.shape[:-1], 1))).squeeze(-1)
+        else:
+            soft = torch.softmax(y_hat, -1)
+            grad = -dy.gather(-1, target[:, None].expand(*dy.shape[:-1], 1)).squeeze(-1) \
+                + (soft * dy).sum(-1)
+        return grad.mean(-1)
+
+    slope_fn = _implemented("LimitSlope", slope)
+    limit = _implemented("LimitLoss", value)
+    limit.fdiff = lambda self, argindex=1: slope_fn(self.args[0])
+    limit.slope = staticmethod(slope)
+    return limit
+
+
+def _implemented(name: str, torch_fn) -> type:
+    """A one-argument sympy Function that lambdify's torch printer calls by name,
+    with torch_fn as its implementation."""
+    return type(name, (sp.Function,), {
+        "nargs": 1,
+        "_imp_": staticmethod(torch_fn),
+        "_torchcode": lambda self, printer: f"{name}({printer._print(self.args[0])})",
+    })
+
+
+@dataclass
+class ThreeStageParts:
+    """Ingredients of the symbolic model, kept for reports and tests.
+
+    - gains: {offset set T (tuple): G(T)}, over candidate_sets(M, D)
+    - limit_loss: the sympy Function Lambda (limiting model with S*)
+    - d_star: D_* = -Lambda'(0) (= G(S*) up to O(M / L))
+    """
+
+    gains: dict
+    limit_loss: type
+    d_star: float
+
+
+def three_stage_model(tokens: torch.Tensor, heads: int, window: int, vocab: int, degree: int,
+                      s_star: tuple[int, ...], variant: str = "ce"
+                      ) -> tuple[ReducedModel, ThreeStageParts]:
+    """The symbolic model Loss = Lambda(a m(w, p)), m = sum_S p_S D_S(w) / D_*, D_* = -Lambda'(0).
+
+    D_S(w) from `mixture_gain_exprs`, G and Lambda averaged over tokens
+    (n, L + 1) (use the population flow's sample: common random numbers).
+    s_star: the offsets the limiting model uses (heads are named by offset).
+    """
+    sets = candidate_sets(heads, degree)
+    omega = first_order_gains_table(WindowCounts.from_tokens(tokens, window, vocab), variant)
+    gains = {t: sharp_gain(omega, t, window, vocab) for t in candidate_sets(window, degree)}
+    limit = limit_loss_function(tokens, s_star, vocab, variant)
+    d_star = -float(limit.slope(torch.tensor(0.0, dtype=torch.float64)))
+
+    def build(obs, hyper):
+        set_gains = mixture_gain_exprs(obs["w"], sets, gains)
+        alignment = sp.Add(*[p * g for p, g in zip(obs["p"], set_gains)]) / sp.Float(d_star, 17)
+        return limit(obs["a"][()] * alignment)
+
+    description = (f"symbolic three-stage model Lambda(a m(w, p)) ({variant}; S* = "
+                   f"{{{','.join(map(str, s_star))}}}), gains and Lambda averaged over "
+                   f"{len(tokens)} sequences (L={tokens.shape[1] - 1})")
+    model = ReducedModel(manifold(heads, window, len(sets)), observables,
+                         SymbolicLoss(build, description))
+    return model, ThreeStageParts(gains=gains, limit_loss=limit, d_star=d_star)
+
+
+# ------------------------------------------------------------- integration
+
+
+def integrate_log_selector(model: ReducedModel, state0: torch.Tensor, t: np.ndarray,
+                           observe, **solver) -> Trajectory:
+    """The gradient flow of `model` from state0 (P,), integrated with log|C_S| in place of C_S.
+
+    The same flow as `integrate_flow` (dC_S/dt = -dLoss/dC_S; C_S never changes
+    sign): losing sets decay like C_S ~ exp(-r t) with r ~ a (D_S* - D_S) / |C|^2,
+    up to ~10^3 here, which makes the flow stiff for an explicit solver in C and
+    leaves C_S below any absolute tolerance; in log|C_S| it is a line of slope -r.
+    observe: the observable function on weights, applied to the lifted state.
+    Returns an "ode" Trajectory cut after a failure.
+    """
+    names = [p.name for p in model.manifold.params]
+    start = sum(p.size for p in model.manifold.params[: names.index("C")])
+    block = slice(start, start + model.manifold.params[names.index("C")].size)
+    state0 = state0.reshape(-1).to(torch.float64)
+    sign = torch.sign(state0[block])
+    if (sign == 0).any():
+        raise ValueError("every C_S must be nonzero")
+    rhs = model.rhs({})
+
+    def to_state(y: torch.Tensor) -> torch.Tensor:
+        # the clamp only keeps rejected trial stages of the solver finite (|C| ~ 1 here)
+        return torch.cat([y[..., : block.start], sign * y[..., block].clamp(max=50.0).exp(),
+                          y[..., block.stop :]], -1)
+
+    def log_rhs(y: torch.Tensor) -> torch.Tensor:
+        x = to_state(y)
+        dx = rhs(x)
+        c = x[..., block]
+        # a set with |C_S| < FLOOR has p_S < 1e-390: nothing left to lose, frozen there
+        dlog = torch.where(c.abs() > FLOOR, dx[..., block] / torch.where(c == 0, 1.0, c), 0.0)
+        return torch.cat([dx[..., : block.start], dlog, dx[..., block.stop :]], -1)
+
+    y0 = torch.cat([state0[: block.start], state0[block].abs().log(), state0[block.stop :]])
+    sol = integrate(log_rhs, y0[None], t, **solver)
+    reached = int(sol.valid[:, 0].sum())
+    with torch.no_grad():
+        states = to_state(sol.y[:reached, 0])
+        loss = model.loss(states, {}).cpu().numpy()
+        params = {k: v.cpu().numpy() for k, v in observe(model.manifold.lift(states)).items()}
+    return Trajectory(kind="ode", t=sol.t[:reached], loss=loss, params=params,
+                      status=sol.status[0],
+                      attrs={"model": model.description, "integrated_in": "w, log|C_S|, a"})
+
+
+# ------------------------------------------------------------- starts
+
+
+def standard_start(heads: int, window: int, n_sets: int, w_plus: float, w_minus: float,
+                   c_init: float, a_init: float) -> dict[str, np.ndarray]:
+    """The authors' start: w = w_plus on each head's own offset (head h, offset h),
+    w_minus elsewhere; C_S = c_init for every set; a = a_init."""
+    w = np.full((heads, window), w_minus)
+    w[np.arange(heads), np.arange(heads)] = w_plus
+    return {"w": w, "C": np.full(n_sets, c_init), "a": np.array([a_init])}
+
+
+def conformance_cases():
+    """(id, model, hyper, start state (P,)) for the conformance suite."""
+    from sims.induction.task import make_dataset
+
+    data = make_dataset(60, 3, (1, 2), 0.3, 24, torch.Generator().manual_seed(2))
+    heads, window, degree = 2, 2, 2
+    man = manifold(heads, window, 3)
+    start = man.pack(standard_start(heads, window, 3, 1.0, 0.2, 0.5, 0.8))
+    start = start + 0.05 * torch.arange(start.shape[0], dtype=torch.float64)
+    for variant in LOSSES:
+        counts = WindowCounts.from_tokens(data.tokens, window, 3)
+        yield (f"induction-population-{variant}",
+               population_model(counts, heads, window, 3, degree, variant), {}, start)
+        model, _ = three_stage_model(data.tokens, heads, window, 3, degree, (1, 2), variant)
+        yield f"induction-three-stage-{variant}", model, {}, start

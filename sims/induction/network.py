@@ -1,0 +1,81 @@
+"""The simplified induction-head transformer TF(M, H, d, D) (THEORY.md B.2; arXiv 2409.10559).
+
+Parameters (the reduced state, see reduced_models/induction.py):
+- w (H, M): copier, head h mixes the previous M positions with weights
+  softmax(w_h): v_h(i) = sum_k softmax_k(w_h) x_(i-k) (x_(i-k) = 0 before x_1),
+  then u_h = v_h / |v_h| (u_h = 0 if v_h = 0);
+- C (n_sets,): selector over candidate sets S of heads (|S| <= D), c_S = C_S^2,
+  p_S = c_S / sum c; kernel k(i, l) = sum_S p_S prod_(h in S) <u_h(i), u_h(l)>;
+- a (1,): classifier, y_hat = sum_(l <= L) softmax_l(a k(L+1, l)) x_l.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reduced_models import induction as theory
+from reduced_models.markov import candidate_sets
+
+
+def project(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The observables of a network or of a lifted reduced state:
+    w (..., H, M), p (..., n_sets) = C^2 / |C|^2, a (...,), c_norm (...,) = |C|
+    (conserved by gradient flow, not by discrete SGD steps)."""
+    squares = weights["C"] ** 2
+    total = squares.sum(-1, keepdim=True)
+    return {"w": weights["w"], "p": squares / total, "a": weights["a"][..., 0],
+            "c_norm": total[..., 0].sqrt()}
+
+
+class SimplifiedInductionNet(nn.Module):
+    """TF(M, H, d, D) with parameters w, C, a (float64 by default), set by `load`."""
+
+    def __init__(self, vocab: int, window: int, heads: int, degree: int, dtype=torch.float64):
+        super().__init__()
+        self.vocab, self.window, self.heads = vocab, window, heads
+        self.sets = candidate_sets(heads, degree)
+        self.w = nn.Parameter(torch.zeros((heads, window), dtype=dtype))
+        self.C = nn.Parameter(torch.ones(len(self.sets), dtype=dtype))
+        self.a = nn.Parameter(torch.zeros(1, dtype=dtype))
+        self.register_buffer("one_hot", theory.pattern_one_hot(window, vocab).to(dtype),
+                             persistent=False)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_parameters())
+
+    @torch.no_grad()
+    def load(self, weights: dict[str, torch.Tensor]) -> None:
+        for name, p in self.named_parameters():
+            p.copy_(torch.as_tensor(weights[name]).reshape(p.shape))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs (n, L + 1, vocab) one-hot with a zero query row -> y_hat (n, vocab).
+
+        The direct position-by-position definition (reference for `predict_counts`).
+        """
+        n, length, _ = inputs.shape
+        M = self.window
+        padded = torch.cat([inputs.new_zeros((n, M, self.vocab)), inputs[:, :-1]], 1)
+        # shifted[:, k-1, i] = x at position i+1-k (1-based position i+1 = 1..L+1)
+        shifted = torch.stack([padded[:, M - k : M - k + length] for k in range(1, M + 1)], 1)
+        v = torch.einsum("hk,nkie->nhie", torch.softmax(self.w, -1), shifted)
+        norm2 = (v**2).sum(-1, keepdim=True)
+        u = torch.where(norm2 > 0, v * torch.where(norm2 > 0, norm2, 1.0).rsqrt(), 0.0)
+        similarity = torch.einsum("nhe,nhle->nhl", u[:, :, -1], u[:, :, :-1])
+        p = project(self.weights())["p"]
+        kernel = sum(p[i] * torch.stack([similarity[:, h - 1] for h in heads], 0).prod(0)
+                     for i, heads in enumerate(self.sets))
+        attention = torch.softmax(self.a * kernel, -1)
+        return torch.einsum("nl,nle->ne", attention, inputs[:, :-1])
+
+    def predict_counts(self, counts: theory.WindowCounts) -> torch.Tensor:
+        """The same y_hat (n, vocab) from the sequences' window counts (fast path)."""
+        obs = project(self.weights())
+        table = theory.logit_table(self.w[None], obs["p"][None], obs["a"][None], self.one_hot,
+                                   self.sets)
+        return counts.predict(table)[0]
+
+    def loss(self, counts: theory.WindowCounts, variant: str) -> torch.Tensor:
+        """Scalar mean loss on the sequences of `counts` ("ce" or "logsoftmax")."""
+        return counts.loss(self.predict_counts(counts)[None], variant)[0]

@@ -1,0 +1,84 @@
+"""Figure of an induction run: p_S, log(p_S*/p_S), copier heat maps, a against log t,
+the loss against the limiting model's."""
+
+from __future__ import annotations
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from dynamics.plots import default_plot_path
+from dynamics.store import read_run
+
+_STYLE = {"ode": "--", "population": "-", "sgd": "o"}
+
+
+def _draw(ax, tr, name, y, color, label):
+    keep = tr.t > 0
+    if tr.kind == "sgd":
+        ax.plot(tr.t[keep], y[keep], "o", ms=2.5, mfc="none", alpha=0.7, color=color, label=label)
+    else:
+        ax.plot(tr.t[keep], y[keep], _STYLE.get(name, "-"), lw=1.3, color=color, label=label)
+
+
+def plot_induction(path: str, run_id: str | None = None, out: str | None = None) -> str:
+    """Save the figure of an induction run (default: the newest); returns the PNG path."""
+    run_id, attrs, trajs = read_run(path, run_id)
+    summary = attrs.get("summary", {})
+    labels = summary.get("p_labels", [])
+    star = ",".join(map(str, summary.get("S_star", [])))
+    with h5py.File(path, "r") as fh:
+        group = fh["runs"][run_id].get("limit_loss")
+        limit = (group["a"][()], group["loss"][()]) if group is not None else None
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    heat = trajs.get("sgd") or trajs.get("population") or next(iter(trajs.values()))
+    heads = heat.params["w"].shape[1]
+    fig, axes = plt.subplots(2, max(4, heads), figsize=(4.2 * max(4, heads), 7.2), squeeze=False)
+    ax_p, ax_r, ax_a, ax_l = axes[0][:4]
+    for name, tr in trajs.items():
+        p = tr.params["p"]
+        for i, label in enumerate(labels):
+            _draw(ax_p, tr, name, p[:, i], colors[i % len(colors)], f"{name} {{{label}}}")
+            if star in labels and label != star:
+                with np.errstate(divide="ignore"):
+                    ratio = np.log(p[:, labels.index(star)]) - np.log(p[:, i])
+                _draw(ax_r, tr, name, ratio, colors[i % len(colors)],
+                      f"{name} {{{star}}}/{{{label}}}")
+        _draw(ax_a, tr, name, tr.params["a"], "k", name)
+        _draw(ax_l, tr, name, tr.loss, "k", name)
+        if limit is not None:
+            _draw(ax_l, tr, name, np.interp(tr.params["a"], *limit), "tab:red",
+                  f"limiting model at {name}'s a")
+    if limit is not None:
+        ax_a.axhline(summary.get("limit", {}).get("a_optimum", np.nan), color="tab:red", lw=0.8,
+                     label="optimum of the limiting model")
+    for ax, title in [(ax_p, "p_S"), (ax_r, f"log(p_S*/p_S), S* = {{{star}}}"),
+                      (ax_a, "classifier a"), (ax_l, "loss")]:
+        ax.set_xscale("log")
+        ax.set_xlabel("t (gradient-flow time = lr x step)")
+        ax.set_title(title)
+        ax.legend(fontsize=5, ncol=2)
+    ax_p.set_yscale("log")
+    ax_p.set_ylim(top=2.0)
+    t = heat.t
+    for h in range(heads):
+        ax = axes[1][h]
+        image = ax.pcolormesh(np.arange(len(t)), np.arange(1, heat.params["w"].shape[2] + 1),
+                              heat.params["w"][:, h].T, shading="nearest")
+        ticks = np.linspace(0, len(t) - 1, 5).astype(int)
+        ax.set_xticks(ticks, [f"{t[i]:.2g}" for i in ticks])
+        ax.set_xlabel("t (log-spaced records)")
+        ax.set_ylabel("offset k")
+        ax.set_title(f"w of head {h + 1} ({'sgd' if 'sgd' in trajs else 'flow'})")
+        fig.colorbar(image, ax=ax)
+    for ax in axes[1][heads:]:
+        ax.axis("off")
+    fig.suptitle(f"{run_id} (induction, status {attrs.get('status')})", fontsize=8)
+    fig.tight_layout()
+    out = out or default_plot_path(path, run_id)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,126 @@
+"""Experiment `linreg-multitask`: which heads serve which task (THEORY.md A.6).
+
+Trains the N-output attention network of sims.linreg.multitask from random
+weights N(0, init_scale^2) and records, per head h and task k, omega_hk, mu_hk
+and the strength |omega_hk mu_hk|; at the end it classifies the heads
+(`classify_heads`) and stores the classification in the run (group "heads")
+and in the summary. There is no reduced flow: the run is the network only.
+Time is t = lr x step (for Adam a nominal clock).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from dynamics.config import Key, Schema
+from dynamics.errors import UsageError
+from dynamics.progress import bar
+from dynamics.sgd import train
+from dynamics.times import record_times
+
+from ..experiment import Experiment, RunResult, check_device, generator, seeds
+from .multitask import (
+    MultitaskAttention,
+    classify_heads,
+    parse_supports,
+    sample_multitask,
+    task_observables,
+)
+
+SCHEMA = Schema((
+    Key("d", "int", 6, "covariate dimension", low=1),
+    Key("L", "int", 48, "context length", low=1),
+    Key("sigma2", "float", 0.1, "label-noise variance of every task", low=0.0),
+    Key("supports", "str", "0-3;2-5", "coordinates (0-based) each task reads: tasks separated "
+        "by ';', coordinates by ',', inclusive ranges a-b"),
+    Key("heads", "int", 4, "attention heads H", low=1),
+    Key("init_scale", "float", 0.5, "network weights start N(0, init_scale^2)",
+        low=0.0, low_open=True),
+    Key("optimizer", "str", "adam", "optimiser", choices=("sgd", "adam")),
+    Key("lr", "float", 1e-3, "learning rate; t = lr x step", low=0.0, low_open=True),
+    Key("batch", "int", 256, "minibatch size (fresh samples each step)", low=1),
+    Key("t_max", "float", 10.0, "time to reach (lr x steps)", low=0.0, low_open=True),
+    Key("eval_samples", "int", 2048, "fixed prompts on which the recorded loss is measured",
+        low=1),
+    Key("records", "int", 60, "log-spaced recording points", low=2, high=100_000),
+    Key("active_fraction", "float", 0.1, "head h serves task k when its strength "
+        "|omega_hk mu_hk| >= active_fraction x the strongest head's on task k",
+        low=0.0, high=1.0),
+    Key("sgd_dtype", "str", "float32", "network dtype", choices=("float32", "float64")),
+    Key("device", "str", "cpu", "torch device ('cpu', 'cuda', ...)"),
+    Key("seed", "int", 0, "random seed (init, sampling)", low=0),
+))
+
+MAX_STEPS = 10_000_000
+
+
+class MultitaskExperiment(Experiment):
+    name = "linreg-multitask"
+    description = ("multi-task in-context linear regression: which heads serve which task "
+                   "(split vs superposition)")
+    schema = SCHEMA
+
+    def validate(self, config: dict) -> None:
+        check_device(config["device"])
+        parse_supports(config["supports"], config["d"])
+        steps = config["t_max"] / config["lr"]
+        if steps > MAX_STEPS:
+            raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} steps exceeds {MAX_STEPS}")
+
+    def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
+        if not sgd:
+            raise UsageError(f"{self.name} has only the network: drop --no-sgd")
+        d, L, sigma2, H = (config[k] for k in ("d", "L", "sigma2", "heads"))
+        supports = parse_supports(config["supports"], d)
+        device, dtype = config["device"], getattr(torch, config["sgd_dtype"])
+        seed_init, seed_sgd, seed_eval = seeds(config["seed"], 3)
+        _, steps = record_times(config["t_max"], config["lr"], config["records"])
+        net = MultitaskAttention(d, len(supports), H, dtype=dtype).to(device)
+        net.init_normal(config["init_scale"], generator(seed_init, device))
+        opt_class = torch.optim.SGD if config["optimizer"] == "sgd" else torch.optim.Adam
+        optimizer = opt_class(net.parameters(), lr=config["lr"])
+        gen = generator(seed_sgd, device)
+        evaluation = sample_multitask(config["eval_samples"], L, d, supports, sigma2,
+                                      generator(seed_eval, device), dtype, device)
+        eval_tokens = evaluation.tokens()
+
+        def batch_loss(step: int) -> torch.Tensor:
+            batch = sample_multitask(config["batch"], L, d, supports, sigma2, gen, dtype, device)
+            return ((net(batch.tokens()) - batch.yq) ** 2).mean(0).sum()
+
+        def task_losses() -> torch.Tensor:
+            return ((net(eval_tokens) - evaluation.yq) ** 2).mean(0)
+
+        def observe() -> dict[str, np.ndarray]:
+            with torch.no_grad():
+                obs = task_observables(net.KQ, net.OV, supports, d)
+            return {k: v.detach().double().cpu().numpy() for k, v in obs.items()}
+
+        start = time.perf_counter()
+        with bar(int(steps[-1]), "sgd", unit="step") as progress:
+            traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
+                         on_step=lambda s: progress.update(1),
+                         eval_loss=lambda: float(task_losses().sum()))
+        traj.attrs["model"] = (f"{H}-head attention, {len(supports)} outputs, "
+                               f"{config['optimizer']}, batch {config['batch']}; loss summed "
+                               f"over tasks on {config['eval_samples']} fixed prompts")
+        seconds = time.perf_counter() - start
+        final = {k: v[-1] for k, v in traj.params.items()}
+        heads = classify_heads(final["omega"], final["mu"], config["active_fraction"])
+        with torch.no_grad():
+            per_task = task_losses().double().cpu().numpy()
+        summary = {
+            "sgd": traj.summary(),
+            "seconds": {"sgd": round(seconds, 3)},
+            "supports": supports,
+            "loss_per_task": per_task.tolist(),
+            "heads": {"layout": heads["layout"], "tasks_of_head": heads["tasks_of_head"],
+                      "serves": heads["serves"].tolist()},
+        }
+        extra = {"heads": {"serves": heads["serves"].astype(np.int8),
+                           "omega": final["omega"], "mu": final["mu"],
+                           "strength": final["strength"]}}
+        return RunResult({"sgd": traj}, summary, extra)

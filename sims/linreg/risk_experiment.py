@@ -1,0 +1,172 @@
+"""Experiment `linreg-risk`: Monte-Carlo risks of in-context predictors over test lengths.
+
+At each context length in L_test every estimator predicts the same prompts
+(common random numbers, sims.linreg.estimators.risk_curves); the risk is the
+mean squared error against the noisy query label y_q (the noise floor sigma2
+counted once). Estimators:
+- multihead: the reduced softmax predictor at the given omega, mu (default the
+  values a trained H = 2 network reaches, THEORY.md A.3);
+- single_head: one softmax head at its large-L optimum for each L;
+- gd, dgd: one step of plain / debiased GD at its optimal step for each L;
+- ridge: lambda = sigma2 d (the Bayes posterior mean);
+- network (when `network` names a stored linreg run): the reduced softmax
+  predictor at that run's final network projection (omega_h, mu_h) -- the
+  projected reduced predictor, not the network's full weights, which runs do
+  not store.
+The closed forms (exact plain and debiased GD risks, the single-head large-L
+formula, the proportional-limit Bayes risk) are stored beside the
+measurements for the plot.
+"""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+
+from dynamics.config import Key, Schema
+from dynamics.errors import UsageError
+from dynamics.plots import default_plot_path
+from dynamics.store import open_store, read_run
+from reduced_models.linreg_theory import (
+    bayes_risk_proportional,
+    debiased_gd_risk,
+    plain_gd_risk,
+    single_head_risk_approx,
+)
+
+from ..experiment import Experiment, RunResult, generator
+from .estimators import risk_curves
+
+SCHEMA = Schema((
+    Key("d", "int", 5, "covariate dimension", low=1),
+    Key("sigma2", "float", 0.1, "label-noise variance", low=0.0),
+    Key("L_test", "ints", [10, 20, 40, 60, 80, 100], "test context lengths (>= 2)", low=2),
+    Key("omega", "floats", [0.13, -0.13], "multihead: key-query scale per head"),
+    Key("mu", "floats", [3.45, -3.45], "multihead: label weight per head (as many as omega)"),
+    Key("network", "str", None, "FILE.h5:RUN_ID (or FILE.h5: its newest run) of a stored linreg "
+        "run; its network's final (omega, mu) projection is evaluated as estimator 'network'"),
+    Key("samples", "int", 100_000, "prompts per test length, shared by all estimators", low=2),
+    Key("seed", "int", 0, "random seed of the prompts", low=0),
+))
+
+CHUNK = 10_000  # prompts drawn at once by risk_curves
+MAX_DRAWS = 1e10  # covariate entries per run (the defaults draw 1.6e8 in about 10 s)
+THEORY_CURVES = {  # name -> (closed form, the estimator it describes)
+    "gd": (plain_gd_risk, "gd"),
+    "dgd": (debiased_gd_risk, "dgd"),
+    "single_head": (single_head_risk_approx, "single_head"),
+    "bayes_proportional": (bayes_risk_proportional, "ridge"),
+}
+
+
+def stored_network_point(spec: str, d: int) -> dict:
+    """The final network projection of a stored linreg run: {"source", "omega", "mu" (lists of
+    length H), "status", "trained_L", "trained_sigma2"}.
+
+    spec: "FILE.h5:RUN_ID" or "FILE.h5" (newest run). UsageError naming the key
+    'network' when the file, run or trajectory is missing or does not fit d.
+    """
+    if not spec.isprintable():
+        raise UsageError(f"key 'network': {spec!r} is not a file path")
+    path, sep, run_id = spec.rpartition(":")
+    if not sep or os.path.exists(spec):
+        path, run_id = spec, ""
+    try:
+        run_id, attrs, trajs = read_run(path, run_id or None)
+    except UsageError as exc:
+        raise UsageError(f"key 'network': {exc}") from None
+    where = f"key 'network': {path}:{run_id}"
+    if attrs.get("experiment") != "linreg":
+        raise UsageError(f"{where} is a {attrs.get('experiment')!r} run, not a linreg run")
+    config = attrs.get("config", {})
+    if config.get("covariance", "identity") != "identity":
+        raise UsageError(f"{where} was trained on non-isotropic covariates")
+    if config.get("d") != d:
+        raise UsageError(f"{where} was trained at d = {config.get('d')}, this run has d = {d}")
+    sgd = trajs.get("sgd")
+    if sgd is None or not len(sgd.t) or not {"omega", "mu"} <= set(sgd.params):
+        raise UsageError(f"{where} holds no network trajectory with params omega and mu")
+    return {"source": f"{path}:{run_id}", "omega": sgd.params["omega"][-1].tolist(),
+            "mu": sgd.params["mu"][-1].tolist(), "status": sgd.status,
+            "trained_L": config.get("L"), "trained_sigma2": config.get("sigma2")}
+
+
+class LinregRiskExperiment(Experiment):
+    name = "linreg-risk"
+    description = ("Monte-Carlo risks of softmax, GD, debiased GD and ridge predictors "
+                   "over test lengths")
+    schema = SCHEMA
+
+    def validate(self, config: dict) -> None:
+        if len(config["omega"]) != len(config["mu"]):
+            raise UsageError(f"key 'mu': {len(config['mu'])} values for "
+                             f"{len(config['omega'])} omega values")
+        floats = min(CHUNK, config["samples"]) * (max(config["L_test"]) + 1) * config["d"]
+        if floats > 2e8:
+            raise UsageError(f"key 'L_test': needs about {8 * floats / 1e9:.1f} GB "
+                             "per chunk of prompts")
+        draws = config["samples"] * sum(L + 1 for L in config["L_test"]) * config["d"]
+        if draws > MAX_DRAWS:
+            raise UsageError(f"key 'samples': {draws:.3g} covariate draws exceed {MAX_DRAWS:.0e}")
+        if config["network"] is not None:
+            stored_network_point(config["network"], config["d"])
+
+    def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
+        d, sigma2, L_test = config["d"], config["sigma2"], config["L_test"]
+        points = {"multihead": {"omega": config["omega"], "mu": config["mu"]}}
+        estimators = {"multihead": {"kind": "multihead", **points["multihead"]},
+                      "single_head": None, "gd": None, "dgd": None, "ridge": None}
+        if config["network"] is not None:
+            points["network"] = stored_network_point(config["network"], d)
+            estimators["network"] = {"kind": "multihead", "omega": points["network"]["omega"],
+                                     "mu": points["network"]["mu"]}
+        curves = risk_curves(L_test, d, sigma2, estimators, config["samples"],
+                             generator(config["seed"]), chunk=CHUNK)
+        theory = {name: [formula(d, L, sigma2) for L in L_test]
+                  for name, (formula, _) in THEORY_CURVES.items()}
+        summary = {**curves, "theory": theory, "points": points, "samples": config["samples"]}
+        L_axis = np.asarray(L_test, dtype=np.int64)
+        risk = {"L_test": L_axis}
+        for name in estimators:
+            risk[name] = np.asarray(curves["risk"][name])
+            risk[f"stderr_{name}"] = np.asarray(curves["stderr"][name])
+        extra = {"risk": risk,
+                 "theory": {"L_test": L_axis, **{k: np.asarray(v) for k, v in theory.items()}}}
+        return RunResult({}, summary, extra)
+
+    def plot(self, path: str, run_id: str, out: str | None = None) -> str:
+        """Risk against L: Monte-Carlo points with +-2 stderr bars, closed forms as lines."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with open_store(path) as fh:
+            run = fh["runs"][run_id]
+            risk = {k: v[()] for k, v in run["risk"].items() if isinstance(v, h5py.Dataset)}
+            theory = {k: v[()] for k, v in run["theory"].items() if isinstance(v, h5py.Dataset)}
+        L = risk.pop("L_test")
+        theory.pop("L_test")
+        names = [k for k in risk if not k.startswith("stderr_")]
+        colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for name in names:
+            ax.errorbar(L, risk[name], yerr=2 * risk[f"stderr_{name}"], marker="o", ms=3, lw=0,
+                        elinewidth=1, capsize=2, color=colors[name], label=f"{name} (Monte Carlo)")
+        styles = {"gd": "-", "dgd": "-", "single_head": ":", "bayes_proportional": "--"}
+        for name, values in theory.items():
+            ax.plot(L, values, styles[name], lw=1, color=colors[THEORY_CURVES[name][1]],
+                    label=f"{name} (closed form)")
+        ax.set_xlabel("test context length L")
+        ax.set_ylabel("risk E (y_hat - y_q)^2")
+        ax.set_yscale("log")
+        ax.set_title(f"{run_id}: +-2 stderr; lines: exact GD risks, large-L single head, "
+                     "proportional Bayes", fontsize=8)
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        out = out or default_plot_path(path, run_id)
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        return out

@@ -1,0 +1,112 @@
+"""Experiment `sparse-risk`: Monte-Carlo risks of the sparse-regression estimators.
+
+Every estimator of sims/sparse/estimators.py (OLS, ridge tuned and Bayes,
+k-step GD, preprocess-then-optimize, Lasso, averaging) is tuned on
+`tune_trials` prompts and evaluated on `trials` fresh prompts at each n in
+`n_test`; the risk is E (y_q - x_q.beta_hat)^2 = sigma2 + |beta_hat - beta|^2
+(noise included). Orderings are judged by paired differences on the same
+evaluation trials (z = mean difference / its standard error). Where the
+expected OLS risk is infinite (|n - d| <= 1) its mean is inf and its median is
+reported instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+
+from dynamics.config import Key, Schema
+from dynamics.errors import UsageError
+from dynamics.plots import default_plot_path
+from dynamics.store import open_store
+
+from ..experiment import Experiment, RunResult, check_device, generator
+from .estimators import ESTIMATORS, paired_difference, risk_samples, summarize
+
+SCHEMA = Schema((
+    Key("d", "int", 20, "covariate dimension", low=1),
+    Key("s", "int", 3, "sparsity: nonzero entries of beta (N(0,1) values)", low=0),
+    Key("sigma2", "float", 0.25, "label-noise variance", low=0.0),
+    Key("n_test", "ints", [10, 20, 40, 80], "context lengths n at which risks are measured",
+        low=1),
+    Key("k_steps", "int", 10, "GD steps of gd and pto (the same number for both)", low=1),
+    Key("trials", "int", 4000, "evaluation prompts per n (standard errors ~ 1/sqrt)", low=2),
+    Key("tune_trials", "int", 1000, "separate prompts per n on which hyper-parameters are tuned",
+        low=2),
+    Key("device", "str", "cpu", "torch device of the estimators"),
+    Key("seed", "int", 0, "random seed", low=0),
+))
+
+# Orderings the theory predicts (THEORY.md C): (better, worse).
+ORDERINGS = (("pto", "gd"), ("pto", "ridge"), ("lasso", "pto"), ("lasso", "ridge_bayes"))
+
+
+class SparseRiskExperiment(Experiment):
+    name = "sparse-risk"
+    description = "risks of OLS, ridge, GD, preprocess-then-optimize, Lasso on sparse regression"
+    schema = SCHEMA
+
+    def validate(self, config: dict) -> None:
+        check_device(config["device"])
+        if config["s"] > config["d"]:
+            raise UsageError(f"key 's': sparsity {config['s']} exceeds d = {config['d']}")
+        size = max(config["trials"], config["tune_trials"]) * config["d"] ** 2 * max(config["n_test"])
+        if size > 5e8:
+            raise UsageError(f"key 'trials': needs about {8 * size / 1e9:.1f} GB of moments")
+
+    def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
+        d, sigma2 = config["d"], config["sigma2"]
+        samples = risk_samples(d, config["s"], sigma2, config["n_test"], config["k_steps"],
+                               config["trials"], config["tune_trials"],
+                               generator(config["seed"], config["device"]))
+        table = summarize(samples, d, sigma2)
+        table["orderings"] = {
+            f"{a}_below_{b}": ordering(samples, a, b) for a, b in ORDERINGS
+        }
+        extra = {"risk": {"n_test": np.asarray(table["n_test"], dtype=np.int64),
+                          "ols_median": np.asarray(table["ols_median"])}}
+        for name in ESTIMATORS:
+            extra["risk"][f"mean_{name}"] = np.asarray(table["risk"][name])
+            extra["risk"][f"stderr_{name}"] = np.asarray(table["stderr"][name])
+        return RunResult({}, table, extra)
+
+    def plot(self, path: str, run_id: str, out: str | None = None) -> str:
+        """Risk against n (log-log), one line per estimator with +-2 stderr bars."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with open_store(path) as fh:
+            group = fh["runs"][run_id]["risk"]
+            data = {k: v[()] for k, v in group.items() if isinstance(v, h5py.Dataset)}
+        n = data["n_test"]
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for name in ESTIMATORS:
+            mean, err = data[f"mean_{name}"], data[f"stderr_{name}"]
+            finite = np.isfinite(mean)
+            ax.errorbar(n[finite], mean[finite], yerr=2 * err[finite], marker="o", ms=3,
+                        capsize=2, label=name)
+        ax.plot(n, data["ols_median"], "k:", lw=1, label="ols median")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("n (in-context examples)")
+        ax.set_ylabel("risk sigma2 + |beta_hat - beta|^2")
+        ax.set_title(f"{run_id}: tuned estimators, +-2 stderr", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        out = out or default_plot_path(path, run_id)
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        return out
+
+
+def ordering(samples, better: str, worse: str) -> dict:
+    """Paired difference risk[better] - risk[worse] per n: means, stderrs, z = mean / stderr
+    (negative z: `better` has the lower risk), and whether it holds at every n by 3 stderrs."""
+    diffs = [paired_difference(s.risks[better], s.risks[worse]) for s in samples]
+    z = [mean / err if err > 0 else math.copysign(math.inf, mean) for mean, err in diffs]
+    return {"diff": [m for m, _ in diffs], "stderr": [e for _, e in diffs], "z": z,
+            "holds": bool(all(value < -3 for value in z))}

@@ -1,0 +1,101 @@
+"""Experiments `sparse-risk` and `sparse`: contracts, importance and pruning on a known network."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dynamics.store import read_run
+from reduced_models import sparse as rs
+from sims.cli import main
+from sims.registry import get
+from sims.sparse.experiment import analyse, normalise_within_layers, pattern_verdict
+from sims.sparse.network import LinearAttentionStack, TransformerShape
+
+RISK, SPARSE = get("sparse-risk"), get("sparse")
+
+
+def resolve(exp, **overrides):
+    config = exp.schema.resolve(overrides)
+    exp.validate(config)
+    return config
+
+
+def test_sparse_risk_cli_json_file_and_orderings(tmp_path, capsys):
+    out = tmp_path / "r.h5"
+    code = main(["run", "sparse-risk", "--set", "d=8", "--set", "s=2", "--set", "n_test=4,8,16",
+                 "--set", "trials=1500", "--set", "tune_trials=300", "--out", str(out),
+                 "--no-plot", "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["n_test"] == [4, 8, 16]
+    assert set(payload["risk"]) == set(payload["stderr"]) == {
+        "ols", "ridge", "ridge_bayes", "gd", "pto", "lasso", "averaging"}
+    # n = d: infinite mean OLS risk, a finite median instead
+    assert payload["risk"]["ols"][1] == float("inf") and np.isfinite(payload["ols_median"][1])
+    # the predicted ordering at small n, by paired z-scores on common trials
+    assert payload["orderings"]["pto_below_gd"]["z"][0] < -3
+    assert payload["orderings"]["lasso_below_ridge_bayes"]["holds"]
+    _, attrs, trajs = read_run(str(out))
+    assert trajs == {} and attrs["summary"]["n_test"] == [4, 8, 16]
+    plot = RISK.plot(str(out), payload["run_id"])
+    assert plot.endswith(".png")
+
+
+@pytest.mark.parametrize("exp,key,value", [
+    ("sparse-risk", "s", "30"), ("sparse", "heads", "17"), ("sparse", "width", "30"),
+    ("sparse", "n_min", "40")])
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, exp, key, value):
+    out = tmp_path / "x.h5"
+    assert main(["run", exp, "--set", f"{key}={value}", "--out", str(out)]) == 2
+    assert f"'{key}'" in capsys.readouterr().err and not out.exists()
+
+
+def test_importance_and_pruning_of_the_lifted_stack():
+    """Ground truth: at the lift only head 1 of later layers has weights (its masking rise is
+    the only nonzero one there, the others are exactly 0), every layer-1 head feeds the GD
+    kernel (all rises nonzero), and pruning keeps exactly the lifted heads (risk unchanged)."""
+    d, layers, heads = 6, 3, 3
+    config = resolve(SPARSE, d=d, layers=layers, heads=heads, width=12, n_test=[6, 12],
+                     sigma2_test=[0.25], eval_samples=400, probe_samples=60)
+    man = rs.manifold(d, layers, heads)
+    net = LinearAttentionStack(TransformerShape(d, layers, heads))
+    net.load(man.lift(man.pack(rs.start_state(heads, layers, 0.3, 0.1))))
+    result = analyse(net, net, config, seed_eval=1, seed_probe=2)
+    rise = np.array(result.summary["importance_rise"])
+    assert (rise[0] != 0).all()
+    assert (rise[1:, 0] > 0).all() and (rise[1:, 1:] == 0).all()
+    assert result.summary["pattern"]["later_one_head_dominates"]
+    assert result.summary["pruning"]["kept_heads"] == [[1, 1, 1], [1, 0, 0], [1, 0, 0]]
+    pruning = result.summary["pruning"]["risk"]
+    assert pruning["pruned"] == pruning["full"] == pruning["single_head"]
+    probes = result.summary["probe_r2"]
+    assert len(probes) == layers + 1 and all(p <= 1 for p in probes)
+
+
+def test_normalisation_and_verdict():
+    rise = np.array([[0.2, 0.4, 0.1], [0.0, 0.5, 0.4], [-0.1, -0.2, -0.05]])
+    imp = normalise_within_layers(rise)
+    np.testing.assert_allclose(imp[:2], [[0.5, 1.0, 0.25], [0.0, 1.0, 0.8]])
+    np.testing.assert_array_equal(imp[2], rise[2])
+    verdict = pattern_verdict(imp, floor=0.2, dominance=0.5)
+    assert verdict["layer1_all_heads_matter"] and not verdict["later_one_head_dominates"]
+
+
+def test_small_sparse_run_stores_everything(tmp_path):
+    config = resolve(SPARSE, d=6, layers=2, heads=2, width=8, steps=20, batch=16,
+                     n_min=4, n_max=8, n_test=[4, 8], sigma2_test=[0.25], eval_samples=100,
+                     probe_samples=30, t_max=0.5, lr=5e-4, records=8, mc_samples=200,
+                     flow_batch=64, n_flow=8)
+    result = SPARSE.run(config)
+    summary = result.summary
+    assert np.array(summary["head_importance"]).shape == (2, 2)
+    assert np.array(summary["pruning"]["risk"]["pruned"]).shape == (1, 2)
+    pop, sgd = result.trajectories["population"], result.trajectories["sgd"]
+    assert np.array_equal(pop.t, sgd.t)
+    # both sides start at the same point
+    for name in ("alpha", "eta"):
+        np.testing.assert_allclose(pop.params[name][0], sgd.params[name][0], rtol=1e-12)
+    assert sgd.params["off_manifold"][0] < 1e-12
+    assert pop.loss[-1] < pop.loss[0]
+    assert set(result.extra) == {"importance", "pruning", "probes", "training"}
