@@ -105,7 +105,7 @@ def cmd_run(args) -> dict:
                              result.status, result.summary, result.extra)
     summary = {"experiment": exp.name, "run_id": run_id, "file": out, "status": result.status,
                "seed": config["seed"], "wall_seconds": round(time.perf_counter() - start, 3)}
-    if not args.no_plot and result.trajectories:
+    if not args.no_plot and (result.trajectories or result.extra):
         summary["plot"] = exp.plot(out, run_id)
     summary.update(result.summary)
     return summary

@@ -32,6 +32,7 @@ from reduced_models.base import integrate_flow
 
 from . import registry
 from .experiment import comparisons, generator, seeds
+from .linreg.multitask import classify_heads
 from .linreg.network import SoftmaxAttentionRegressor, project
 
 NAN = float("nan")
@@ -236,7 +237,34 @@ def run_linreg_flow_batch(points: list[tuple[int, dict]]) -> list:
     return [(i, hooks.measure({"ode": tr}, cfg, True, False)) for (i, cfg), tr in zip(points, trajs)]
 
 
-HOOKS: dict[str, TrajectoryHooks] = {"linreg": LinregHooks()}
+MULTITASK_PHASES = ("split", "superposition", "partial", "failed")
+
+
+class MultitaskHooks(TrajectoryHooks):
+    """linreg-multitask (network only): final omega_hk, mu_hk per head and task; phase
+    from sims.linreg.multitask.classify_heads at the last record (split: each task
+    its own +- heads; superposition: a head serves several tasks; partial: some task
+    lacks a +- pair), or failed when training diverged."""
+
+    params: ClassVar[dict[str, tuple[str, ...]]] = {
+        "omega": ("head", "task"), "mu": ("head", "task")}
+    phases = MULTITASK_PHASES
+
+    def trajectories(self, ode: bool, sgd: bool) -> tuple[str, ...]:
+        return ("sgd",)
+
+    def extents(self, config: dict) -> dict[str, int]:
+        return {"head": config["heads"], "task": config["tasks"]}
+
+    def phase(self, traj: Trajectory, config: dict) -> int:
+        if traj.status != "complete" or not np.isfinite(traj.loss).all():
+            return MULTITASK_PHASES.index("failed")
+        layout = classify_heads(traj.params["omega"][-1], traj.params["mu"][-1],
+                                config["active_fraction"])["layout"]
+        return MULTITASK_PHASES.index(layout)
+
+
+HOOKS: dict[str, TrajectoryHooks] = {"linreg": LinregHooks(), "linreg-multitask": MultitaskHooks()}
 
 
 def hooks_for(experiment: str) -> TrajectoryHooks:

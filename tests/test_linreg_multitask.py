@@ -12,8 +12,10 @@ from sims.cli import main
 from sims.linreg.estimators import softmax_predict
 from sims.linreg.multitask import (
     MultitaskAttention,
+    chained_supports,
     classify_heads,
     parse_supports,
+    resolve_supports,
     sample_multitask,
     task_observables,
 )
@@ -132,6 +134,23 @@ def test_run_stores_the_classification(tmp_path, capsys):
         stored = classify_heads(run["heads/omega"][()], run["heads/mu"][()], 0.1)
         assert np.array_equal(run["heads/serves"][()].astype(bool), stored["serves"])
         assert stored["serves"].tolist() == payload["heads"]["serves"]
+
+
+def test_auto_supports_chain_half_overlapping_blocks():
+    assert chained_supports(D, 1) == [list(range(D))]
+    assert chained_supports(D, 2) == SUPPORTS  # the authors' layout
+    assert chained_supports(D, 3) == [[0, 1, 2], [2, 3, 4], [3, 4, 5]]
+    for n in range(1, D + 1):
+        blocks = chained_supports(D, n)
+        assert len(blocks) == n and {i for b in blocks for i in b} == set(range(D))
+
+
+def test_explicit_supports_must_agree_with_tasks():
+    assert resolve_supports("0-1;2-3;4-5", D, 3) == [[0, 1], [2, 3], [4, 5]]
+    with pytest.raises(UsageError, match="key 'tasks'.*lists 3 tasks"):
+        resolve_supports("0-1;2-3;4-5", D, 2)
+    with pytest.raises(UsageError, match="key 'tasks'.*tasks <= d"):
+        resolve_supports("auto", D, D + 1)
 
 
 def test_bad_supports_exit_2_before_writing(tmp_path, capsys):

@@ -109,3 +109,13 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, network_file, se
     code, stdout, stderr = run_cli(capsys, "run", "linreg-risk", *argv, "--out", str(out))
     assert code == 2 and stdout == "" and fragment in stderr and stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_run_writes_the_risk_figure_next_to_the_file(tmp_path, capsys):
+    """A run whose results are extras only (no trajectories) still gets its PNG."""
+    out = tmp_path / "r.h5"
+    code, stdout, _ = run_cli(capsys, "run", "linreg-risk", "--set", "L_test=10,20",
+                              "--set", "samples=200", "--out", str(out), "--json")
+    payload = json.loads(stdout)
+    assert code == 0 and payload["plot"].endswith(".png")
+    assert (tmp_path / payload["plot"].rsplit("/", 1)[-1]).stat().st_size > 10_000

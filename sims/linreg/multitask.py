@@ -61,6 +61,30 @@ def parse_supports(text: str, d: int, key: str = "supports") -> list[list[int]]:
     return tasks
 
 
+def chained_supports(d: int, tasks: int) -> list[list[int]]:
+    """N tasks on d coordinates as a chain of equal blocks, neighbours overlapping
+    by about half a block: width w = ceil(2d / (N + 1)), task k starts at
+    round(k (d - w) / (N - 1)). d=6: N=1 -> [0..5]; N=2 -> [0..3], [2..5] (the
+    authors' layout, THEORY.md A.6); N=3 -> [0..2], [2..4], [3..5]."""
+    width = min(d, -(-2 * d // (tasks + 1)))
+    starts = [0] if tasks == 1 else [round(k * (d - width) / (tasks - 1)) for k in range(tasks)]
+    return [list(range(s, s + width)) for s in starts]
+
+
+def resolve_supports(text: str, d: int, tasks: int) -> list[list[int]]:
+    """The supports of a config: `chained_supports(d, tasks)` for 'auto', otherwise
+    `parse_supports`, whose task count must then equal `tasks` (UsageError naming it)."""
+    if text == "auto":
+        if tasks > d:
+            raise UsageError(f"key 'tasks': supports=auto needs tasks <= d = {d}, got {tasks}")
+        return chained_supports(d, tasks)
+    supports = parse_supports(text, d)
+    if len(supports) != tasks:
+        raise UsageError(f"key 'tasks': {tasks}, but supports {text!r} lists {len(supports)} "
+                         f"tasks (set tasks={len(supports)} or supports=auto)")
+    return supports
+
+
 def support_mask(supports: list[list[int]], d: int, dtype=torch.float64) -> torch.Tensor:
     """(N, d) indicator of each task's coordinates."""
     mask = torch.zeros((len(supports), d), dtype=dtype)

@@ -25,7 +25,7 @@ from ..experiment import Experiment, RunResult, check_device, generator, seeds
 from .multitask import (
     MultitaskAttention,
     classify_heads,
-    parse_supports,
+    resolve_supports,
     sample_multitask,
     task_observables,
 )
@@ -34,8 +34,10 @@ SCHEMA = Schema((
     Key("d", "int", 6, "covariate dimension", low=1),
     Key("L", "int", 48, "context length", low=1),
     Key("sigma2", "float", 0.1, "label-noise variance of every task", low=0.0),
-    Key("supports", "str", "0-3;2-5", "coordinates (0-based) each task reads: tasks separated "
-        "by ';', coordinates by ',', inclusive ranges a-b"),
+    Key("tasks", "int", 2, "number of tasks N", low=1, high=64),
+    Key("supports", "str", "auto", "coordinates (0-based) each task reads: tasks separated "
+        "by ';', coordinates by ',', inclusive ranges a-b; 'auto' chains N blocks overlapping "
+        "by half (d=6, N=2: 0-3;2-5)"),
     Key("heads", "int", 4, "attention heads H", low=1),
     Key("init_scale", "float", 0.5, "network weights start N(0, init_scale^2)",
         low=0.0, low_open=True),
@@ -65,7 +67,7 @@ class MultitaskExperiment(Experiment):
 
     def validate(self, config: dict) -> None:
         check_device(config["device"])
-        parse_supports(config["supports"], config["d"])
+        resolve_supports(config["supports"], config["d"], config["tasks"])
         steps = config["t_max"] / config["lr"]
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} steps exceeds {MAX_STEPS}")
@@ -74,7 +76,7 @@ class MultitaskExperiment(Experiment):
         if not sgd:
             raise UsageError(f"{self.name} has only the network: drop --no-sgd")
         d, L, sigma2, H = (config[k] for k in ("d", "L", "sigma2", "heads"))
-        supports = parse_supports(config["supports"], d)
+        supports = resolve_supports(config["supports"], d, config["tasks"])
         device, dtype = config["device"], getattr(torch, config["sgd_dtype"])
         seed_init, seed_sgd, seed_eval = seeds(config["seed"], 3)
         _, steps = record_times(config["t_max"], config["lr"], config["records"])
