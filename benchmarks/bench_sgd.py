@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-from common import print_table, side_by_side, write
+from common import memory, print_table, side_by_side, write
 from torch import nn
 
 from sims.linreg.network import SoftmaxAttentionRegressor
@@ -65,7 +65,9 @@ def main():
                               lambda r=reference, g=gen: steps(r, g))
         cases.append({"case": f"H={heads}", "engine_s": te, "baseline_s": tb, "ratio": tb / te,
                       "engine_steps_per_s": round(STEPS / te, 1),
-                      "baseline_steps_per_s": round(STEPS / tb, 1)})
+                      "baseline_steps_per_s": round(STEPS / tb, 1),
+                      "engine_memory": memory(lambda e=engine, g=gen: steps(e, g)),
+                      "baseline_memory": memory(lambda r=reference, g=gen: steps(r, g))})
     result = write("sgd_throughput", "per-head nn.Linear reference, Python loop over heads",
                    cases, target=3.0, target_case="H=8",
                    notes=f"factored, d={D}, L={L}, batch {BATCH}, float32, {STEPS} steps per timing")

@@ -2,17 +2,20 @@
 
 Every benchmark times the engine and a baseline alternately in the same
 process (so machine load affects both alike), takes medians over repeats,
-and writes benchmarks/results/<name>.json.
+and writes benchmarks/results/<name>.json. Memory is measured on separate,
+untimed calls (`memory`).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
 import resource
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 from importlib import metadata
 
@@ -21,8 +24,23 @@ import torch
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
+MEMORY_METHOD = ("rss_mb: growth of the process's peak resident set (Linux VmHWM, reset "
+                 "before the call through /proc/self/clear_refs) over the resident set at the "
+                 "start of one untimed call: every allocation, torch tensors included; "
+                 "python_mb: peak of the Python-heap allocations traced by tracemalloc during "
+                 "that call (numpy buffers included, torch tensor storage not)")
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} (torch threads: {torch.get_num_threads()})"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{model}, {os.cpu_count()} cores, {platform.system()} "
+            f"(torch threads: {torch.get_num_threads()})")
 
 
 def versions() -> dict[str, str]:
@@ -33,6 +51,17 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "missing"
     return out
+
+
+def timed(fn: Callable[[], object], repeats: int = 5) -> float:
+    """Median seconds of fn over `repeats` calls, after a warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def side_by_side(engine: Callable[[], object], baseline: Callable[[], object],
@@ -55,6 +84,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def memory(fn: Callable[[], object]) -> dict:
+    """Peak memory of one call of fn (MB; see MEMORY_METHOD). rss_mb is None where the
+    kernel does not let the peak be reset."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        start = _status_kb("VmRSS")
+    except OSError:
+        start = None
+    tracemalloc.start()
+    try:
+        fn()
+        python_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    rss = None if start is None else (_status_kb("VmHWM") - start) / 1024
+    return {"rss_mb": None if rss is None else round(rss, 1),
+            "python_mb": round(python_peak / 2**20, 2)}
+
+
 def write(name: str, baseline: str, cases: list[dict], target: float | None, target_case: str,
           notes: str = "") -> dict:
     """Write results/<name>.json. Each case: {"case", "engine_s", "baseline_s", "ratio", ...};
@@ -64,7 +119,7 @@ def write(name: str, baseline: str, cases: list[dict], target: float | None, tar
         "name": name, "baseline": baseline, "ratio": headline["ratio"], "target": target,
         "target_case": target_case, "met": None if target is None else headline["ratio"] >= target,
         "cases": cases, "machine": machine(), "versions": versions(),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "notes": notes,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "memory_method": MEMORY_METHOD, "notes": notes,
     }
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"{name}.json"), "w") as fh:

@@ -134,7 +134,7 @@ class Schema:
         for layer in layers:
             for name, value in layer.items():
                 if name not in self.by_name:
-                    raise UsageError(f"unknown key '{name}' (known: {', '.join(self.by_name)})")
+                    raise UsageError(f"unknown key {name!r} (known: {', '.join(self.by_name)})")
                 config[name] = self.by_name[name].parse(value)
         missing = [k for k, v in config.items() if v is None and self.by_name[k].type != "str"]
         if missing:

@@ -3,8 +3,14 @@
 The state has a batch dimension: y is (B, P), so many initial points or
 hyper-parameter points integrate as one call. A member whose state leaves
 the bound or whose right-hand side stops being finite is frozen there and
-marked "diverged"; a solver that runs out of steps or step size marks the
-members still running "stalled". Neither raises.
+marked "diverged"; a solver that fails (step size underflow, or the step
+budget of the whole integration spent) marks the members still running
+"stalled" at the start of the failing chunk. Neither raises.
+
+Error control is per member: the adaptive solver shares one step size across
+the batch, and its error norm is the largest of the members' RMS norms, so
+every member meets the tolerance as if integrated alone (the plain RMS norm
+over the whole batch would let one member's error hide among the others').
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ import torch
 from torchdiffeq import odeint
 
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+# Right-hand-side evaluations per step (rejected steps cost the same); others: 4.
+EVALUATIONS_PER_STEP = {"dopri5": 6, "dopri8": 14, "bosh3": 4, "fehlberg2": 3,
+                        "adaptive_heun": 2, "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3,
+                        "rk4": 4}
 Rhs = Callable[[torch.Tensor], torch.Tensor]
+
+
+class BudgetSpent(RuntimeError):
+    """The step budget of an integration is spent (caught: the members still running stall)."""
 
 
 @dataclass
@@ -37,17 +51,21 @@ class OdeSolution:
 
 
 class _Guarded(torch.nn.Module):
-    """rhs wrapper that freezes members that blow up (derivative set to 0)."""
+    """rhs wrapper that freezes members that blow up (derivative set to 0) and raises
+    BudgetSpent once more than `budget` evaluations were asked for."""
 
-    def __init__(self, rhs: Rhs, batch: int, bound: float, device):
+    def __init__(self, rhs: Rhs, batch: int, bound: float, device, budget: int):
         super().__init__()
         self.rhs = rhs
         self.bound = bound
+        self.budget = budget
         self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
         self.evaluations = 0
 
     def forward(self, t, y):
         self.evaluations += 1
+        if self.evaluations > self.budget:
+            raise BudgetSpent(f"{self.budget} right-hand-side evaluations")
         dy = self.rhs(y)
         bad = ~torch.isfinite(dy).all(dim=1) | (y.abs() > self.bound).any(dim=1)
         self.frozen |= bad
@@ -76,21 +94,30 @@ def integrate(
     - rhs: maps (B, P) states to (B, P) derivatives
     - y0: (B, P) initial state, or (P,) for B = 1 (dtype and device are kept: use float64)
     - t: (T,) increasing output times
-    - method, rtol, atol: torchdiffeq solver and tolerances
-    - max_steps: step budget per chunk; exceeding it marks running members "stalled"
+    - method, rtol, atol: torchdiffeq solver and tolerances (per member, see above)
+    - max_steps: step budget of the whole integration, all chunks together and
+      rejected steps included (counted as right-hand-side evaluations, the method's
+      EVALUATIONS_PER_STEP per step); spending it marks running members "stalled"
     - bound: a state entry beyond it in absolute value counts as divergence
     - step_size: the step of a fixed-grid method ("rk4", "euler", ...); adaptive
       methods ignore it
     - chunks: the output grid is integrated in this many consecutive pieces, so
       that a stall keeps everything before the failing piece
     - on_chunk: called with the time reached after each piece (progress)
+
+    A member frozen during a chunk in which the solver then fails is "stalled", not
+    "diverged": its non-finite state may be a trial stage of the failing step control
+    (e.g. a NaN first step at tolerances below the float resolution).
     """
     y = y0.reshape(1, -1) if y0.dim() == 1 else y0
     batch = y.shape[0]
     times = torch.as_tensor(np.asarray(t, dtype=np.float64), dtype=y.dtype, device=y.device)
-    func = _Guarded(rhs, batch, bound, y.device)
+    func = _Guarded(rhs, batch, bound, y.device,
+                    max_steps * EVALUATIONS_PER_STEP.get(method, 4))
     options = ({"max_num_steps": max_steps} if method in ADAPTIVE
                else {"step_size": step_size} if step_size else {})
+    if method in ADAPTIVE and batch > 1:
+        options["norm"] = _worst_member_rms
     pieces = np.array_split(np.arange(len(times)), min(chunks, max(1, len(times) - 1)))
     out = [y]
     status = ["complete"] * batch
@@ -99,10 +126,12 @@ def integrate(
         idx = np.concatenate([[reached - 1], piece[piece >= reached]])
         if len(idx) < 2:
             continue
+        frozen = func.frozen.clone()
         try:
             sol = odeint(func, out[-1], times[idx], method=method, rtol=rtol, atol=atol,
                          options=options)
         except (AssertionError, RuntimeError):
+            func.frozen = frozen
             status = ["stalled" if s == "complete" else s for s in status]
             break
         out.extend(sol[1:])
@@ -126,6 +155,11 @@ def integrate(
         last = np.flatnonzero(valid[:, b])[-1]
         ys[last + 1 :, b] = ys[last, b]
     return OdeSolution(t=np.asarray(t, dtype=np.float64), y=ys, valid=valid, status=status)
+
+
+def _worst_member_rms(error: torch.Tensor) -> torch.Tensor:
+    """Error norm of a (B, P) batch: the largest RMS norm of a member."""
+    return error.pow(2).mean(dim=1).sqrt().max()
 
 
 def _first_frozen_row(path: torch.Tensor) -> int:

@@ -4,7 +4,9 @@ Writes never modify a file in place: the new content is written to a
 temporary file in the same folder (a copy of the old file plus the new run),
 flushed to disk, then renamed over the old one. A crash at any moment leaves
 the old file or the new one, never a half-written one. Writers of one file
-take an exclusive lock on FILE.lock, so concurrent writers queue up.
+take an exclusive lock on FILE.lock, so concurrent writers queue up. The
+renamed file keeps the mode of the file it replaces; a new file gets the
+usual mode of new files (0666 less the umask).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import stat
+import string
 from collections.abc import Iterator
 from importlib import metadata
 
@@ -29,6 +33,7 @@ from .trajectory import Trajectory
 FORMAT = "icldyn"
 FORMAT_VERSION = 1
 TEMP_SUFFIX = ".tmp"
+_TEMP_CHARS = string.ascii_letters + string.digits + "_"
 
 
 def package_version() -> str:
@@ -130,7 +135,8 @@ def _json_default(obj):
 
 
 def write_trajectory(group: h5py.Group, traj: Trajectory) -> None:
-    """Write one trajectory's datasets and attributes into an empty group."""
+    """Write one trajectory's datasets and attributes into an empty group (param_attrs
+    become attributes of the params/<name> datasets: strings, numbers, lists of either)."""
     group.attrs["kind"] = traj.kind
     group.attrs["status"] = traj.status
     for key, value in traj.attrs.items():
@@ -141,7 +147,9 @@ def write_trajectory(group: h5py.Group, traj: Trajectory) -> None:
         group.create_dataset("step", data=traj.step.astype(np.int64))
     params = group.create_group("params")
     for name, values in traj.params.items():
-        params.create_dataset(name, data=values.astype(np.float64))
+        dataset = params.create_dataset(name, data=values.astype(np.float64))
+        for key, value in traj.param_attrs.get(name, {}).items():
+            dataset.attrs[key] = list(value) if isinstance(value, tuple) else value
 
 
 def _temp_prefix(path: str) -> str:
@@ -152,12 +160,31 @@ def _remove_stale_temps(path: str) -> None:
     """Delete temp files a killed writer of path left behind (the caller holds the lock,
     so no live writer of path owns one)."""
     folder = os.path.dirname(os.path.abspath(path))
-    # exactly mkstemp's 8 random characters: never another file's temp (".a.h5.x.h5.*")
+    # exactly the 8 random characters of _create_temp: never another file's temp (".a.h5.x.h5.*")
     stale = re.compile(re.escape(_temp_prefix(path)) + r"[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
     for name in os.listdir(folder):
         if stale.fullmatch(name):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
+
+
+def _create_temp(path: str) -> str:
+    """A new empty temp file .<file name>.<8 random characters>.tmp beside path, with the
+    mode of path if it exists, else 0666 less the umask (the kernel applies it)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while True:
+        name = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        tmp = os.path.join(folder, f"{_temp_prefix(path)}{name}{TEMP_SUFFIX}")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            if os.path.exists(path):
+                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+        finally:
+            os.close(fd)
+        return tmp
 
 
 def _write_atomically(path: str, fill) -> None:
@@ -168,8 +195,7 @@ def _write_atomically(path: str, fill) -> None:
     """
     folder = os.path.dirname(os.path.abspath(path))
     _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=folder)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
         if os.path.exists(path):
             shutil.copyfile(path, tmp)
@@ -203,11 +229,16 @@ def write_run(
     status: str,
     summary: dict,
     extra: dict[str, dict[str, np.ndarray]] | None = None,
+    axes: dict[str, tuple[str, ...]] | None = None,
 ) -> str:
     """Append one run to the file (created if absent); returns its run id.
 
-    extra: optional groups of further datasets, name -> {dataset: array}, stored
-    beside the trajectories (e.g. risk curves).
+    - extra: optional groups of further datasets, name -> {dataset: array}, stored
+      beside the trajectories (e.g. risk curves)
+    - axes: per extra group, the names of its 1-D datasets that are coordinates
+      (e.g. {"risk": ("L_test",)}), in the order of the dimensions they label;
+      they become HDF5 dimension scales attached to the group's other datasets
+      (`attach_axes`), so that xarray opens the group with labelled coordinates
     """
     result = {}
 
@@ -228,11 +259,32 @@ def write_run(
             group = run.create_group(name)
             for key, values in datasets.items():
                 group.create_dataset(key, data=np.asarray(values))
+            attach_axes(group, (axes or {}).get(name, ()))
         result["run_id"] = run_id
 
     with _locked(path):
         _write_atomically(path, fill)
     return result["run_id"]
+
+
+def attach_axes(group: h5py.Group, names: tuple[str, ...]) -> None:
+    """Make the named 1-D datasets of group dimension scales (named after themselves) and
+    attach them to its other datasets: each dimension gets the first axis, in the given
+    order, of its length that the dataset has not used yet (a (3, 4) dataset with axes
+    ("sigma2_test", "n_test") of lengths 3 and 4 gets both, and so does a (4, 4) one)."""
+    for name in names:
+        if name not in group or group[name].ndim != 1:
+            raise ValueError(f"axis {name!r} is not a 1-D dataset of {group.name}")
+        group[name].make_scale(name)
+    for key, dataset in group.items():
+        if key in names or not isinstance(dataset, h5py.Dataset):
+            continue
+        free = [group[name] for name in names]
+        for dim, size in enumerate(dataset.shape):
+            match = next((scale for scale in free if len(scale) == size), None)
+            if match is not None:
+                dataset.dims[dim].attach_scale(match)
+                free.remove(match)
 
 
 @contextlib.contextmanager
@@ -247,15 +299,23 @@ def _readable(path: str) -> Iterator[None]:
 
 def read_trajectory(group: h5py.Group) -> Trajectory:
     attrs = {k: v for k, v in group.attrs.items() if k not in ("kind", "status")}
+    params = group["params"]
     return Trajectory(
         kind=str(group.attrs["kind"]),
         t=group["t"][()],
         loss=group["loss"][()],
-        params={k: v[()] for k, v in group["params"].items()},
+        params={k: v[()] for k, v in params.items()},
         step=group["step"][()] if "step" in group else None,
         status=str(group.attrs.get("status", "complete")),
         attrs=attrs,
+        param_attrs={k: {a: _attr_value(x) for a, x in v.attrs.items()}
+                     for k, v in params.items() if len(v.attrs)},
     )
+
+
+def _attr_value(value):
+    """An HDF5 attribute as written: arrays become (nested) lists, numpy scalars Python ones."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
 
 
 def read_run(path: str, run_id: str | None = None) -> tuple[str, dict, dict[str, Trajectory]]:

@@ -2,7 +2,7 @@
 
 Per scalar metric: a pcolormesh over the first two axes (cells centred on the
 grid values, edges at the midpoints, geometric midpoints on log axes), white
-contour lines where the sweep's phase metric changes, log axes where the grid
+lines along the cell edges where the phase metric changes, log axes where the grid
 is logarithmic, one facet per value of a third axis. Axes beyond the third
 are held at their first value (named in the title). A one-axis sweep is a line
 plot. Metrics with extra dimensions (one value per head, ...) are not plotted.
@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
 
 from .sweep_store import Axis, SweepData, label, read_sweep
@@ -46,7 +47,7 @@ def _style_axis(ax, axis: Axis, which: str) -> None:
     getattr(ax, f"set_{which}label")(axis.name)
     if axis.spacing == "log":
         getattr(ax, f"set_{which}scale")("log")
-    if axis.type not in ("int", "float"):
+    if axis.type not in ("int", "float") or (axis.type == "int" and len(axis.values) <= 12):
         getattr(ax, f"set_{which}ticks")(_positions(axis), [label(v) for v in axis.values])
 
 
@@ -57,6 +58,19 @@ def _slices(data: SweepData) -> tuple[list, str]:
     if len(data.axes) < 3:
         return [()], note
     return [(k,) for k in range(len(data.axes[2].values))], note
+
+
+def _boundaries(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> list:
+    """Segments along the cell edges between neighbouring cells of different phase.
+    p: (ny, nx) phases (NaN: unknown, no boundary); x: (nx+1,), y: (ny+1,) cell edges."""
+    segments = []
+    differs_x = np.isfinite(p[:, 1:]) & np.isfinite(p[:, :-1]) & (p[:, 1:] != p[:, :-1])
+    for j, i in zip(*np.nonzero(differs_x)):
+        segments.append([(x[i + 1], y[j]), (x[i + 1], y[j + 1])])
+    differs_y = np.isfinite(p[1:]) & np.isfinite(p[:-1]) & (p[1:] != p[:-1])
+    for j, i in zip(*np.nonzero(differs_y)):
+        segments.append([(x[i], y[j + 1]), (x[i + 1], y[j + 1])])
+    return segments
 
 
 def _panel(ax, fig, data: SweepData, name: str, facet: tuple, phase: np.ndarray | None) -> None:
@@ -81,11 +95,8 @@ def _panel(ax, fig, data: SweepData, name: str, facet: tuple, phase: np.ndarray 
     if meanings:
         bar.set_ticks(np.arange(len(meanings)), labels=meanings)
     if phase is not None:
-        p = phase[index].T
-        levels = np.unique(p[np.isfinite(p)])
-        if len(levels) > 1 and min(p.shape) > 1:
-            ax.contour(_positions(ax_x), _positions(ax_y), np.ma.masked_invalid(p),
-                       levels=(levels[1:] + levels[:-1]) / 2, colors="white", linewidths=1.2)
+        ax.add_collection(LineCollection(_boundaries(phase[index].T, _edges(ax_x), _edges(ax_y)),
+                                         colors="white", linewidths=1.5))
     _style_axis(ax, ax_x, "x")
     _style_axis(ax, ax_y, "y")
     title = name

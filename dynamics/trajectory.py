@@ -21,7 +21,10 @@ class Trajectory:
     - status: "complete", "diverged" (non-finite or unbounded state) or "stalled"
       (the adaptive solver's step budget or step size ran out); times after
       the failure are not recorded, so the last row is the last good state
-    - attrs: free-form metadata (written as HDF5 attributes)
+    - attrs: free-form metadata (written as HDF5 attributes of the trajectory's group)
+    - param_attrs: per parameter, metadata written as attributes of its dataset
+      params/<name>, e.g. {"p": {"labels": ["1", "2", "1,2"]}} (one label per entry
+      of the last axis); strings, numbers and lists of either
     """
 
     kind: str
@@ -31,6 +34,7 @@ class Trajectory:
     step: np.ndarray | None = None
     status: str = "complete"
     attrs: dict = field(default_factory=dict)
+    param_attrs: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -43,6 +47,9 @@ class Trajectory:
         for name, values in self.params.items():
             if values.shape[:1] != self.t.shape:
                 raise ValueError(f"params/{name} has {values.shape[0]} rows, t has {len(self.t)}")
+        unknown = set(self.param_attrs) - set(self.params)
+        if unknown:
+            raise ValueError(f"param_attrs for parameters it does not have: {sorted(unknown)}")
 
     def final(self) -> dict[str, list]:
         """Last recorded value of every parameter, as nested lists."""

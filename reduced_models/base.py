@@ -6,7 +6,8 @@ A reduced model is
   W = J theta + b (the manifold);
 - observables: sympy expressions of the state (e.g. omega, mu from factors);
 - a loss of the observables: a sympy expression (symbolic) or a torch
-  function (for losses with no closed form: then the gradient is autograd).
+  function (for losses with no closed form: then the gradient is autograd,
+  or an analytic gradient in the observables when the loss supplies one).
 
 Gradient flow on the manifold with the metric G = J^T J induced by the
 Euclidean geometry of the full weights,
@@ -19,12 +20,14 @@ is what full-network gradient descent with step lr follows, with t = lr x step
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
 import torch
+from sympy.solvers.solveset import NonlinearError
 
 from dynamics.ode import integrate
 from dynamics.trajectory import Trajectory
@@ -78,6 +81,14 @@ def compile_exprs(args: list[sp.Symbol], exprs: list[sp.Expr]) -> Callable[..., 
     return call
 
 
+def compile_scalar(args: list[sp.Symbol], exprs: list[sp.Expr]) -> Callable[..., list[float]]:
+    """Compile sympy expressions to a function of Python floats (math module), one float per
+    symbol in args, returning a list of floats: for one state on the CPU, where the
+    overhead of each tensor operation would dominate. Where math cannot evaluate them
+    (overflow, a domain error, division by zero, a function math lacks) the call raises."""
+    return sp.lambdify(args, [sp.sympify(e).evalf(17) for e in exprs], modules="math", cse=True)
+
+
 class Manifold:
     """Affine lift of a reduced state into full-network weights, and its metric.
 
@@ -100,7 +111,7 @@ class Manifold:
         entries = [sp.sympify(e) for v in lifted.values() for e in v.ravel()]
         try:
             A, b = sp.linear_eq_to_matrix(entries, self.state_symbols)
-        except sp.solvers.solveset.NonlinearError as exc:
+        except NonlinearError as exc:
             raise ValueError(f"the lift must be affine in the reduced state ({exc})") from None
         self.jacobian = np.array(A, dtype=np.float64)
         self.offset = -np.array(b, dtype=np.float64).ravel()
@@ -117,7 +128,7 @@ class Manifold:
         """(..., P) -> {param name: (..., *shape)}."""
         out, start = {}, 0
         for p in self.params:
-            out[p.name] = state[..., start : start + p.size].reshape(*state.shape[:-1], *p.shape)
+            out[p.name] = state[..., start : start + p.size].reshape((*state.shape[:-1], *p.shape))
             start += p.size
         return out
 
@@ -137,7 +148,7 @@ class Manifold:
         out, start = {}, 0
         for name, shape in self.weight_shapes.items():
             size = int(np.prod(shape, dtype=np.int64))
-            out[name] = flat[..., start : start + size].reshape(*state.shape[:-1], *shape)
+            out[name] = flat[..., start : start + size].reshape((*state.shape[:-1], *shape))
             start += size
         return out
 
@@ -166,10 +177,17 @@ class SymbolicLoss:
 @dataclass(frozen=True)
 class TorchLoss:
     """Loss with no closed form, as a torch function fn(observables, hyper) -> (B,),
-    observables mapping names to (B, *shape) tensors. Its gradient is autograd."""
+    observables mapping names to (B, *shape) tensors.
+
+    Its gradient is autograd through fn, unless `gradient` is given:
+    gradient(observables, hyper) -> {observable name: (B, *shape) d loss / d observable}
+    (names it leaves out have zero derivative); the engine chains it through the
+    observables, and fn (which must stay differentiable) serves the loss values
+    and higher derivatives."""
 
     fn: Callable[[dict[str, torch.Tensor], Hyper], torch.Tensor]
     description: str
+    gradient: Callable[[dict[str, torch.Tensor], Hyper], dict[str, torch.Tensor]] | None = None
 
 
 class ReducedModel:
@@ -203,6 +221,9 @@ class ReducedModel:
             all_args = args + list(self.hyper_symbols.values())
             self._loss = compile_exprs(all_args, [expr])
             self._grad = compile_exprs(all_args, grad)
+            self._scalar_args = (all_args, grad)
+            self._metric_rows = manifold.metric_inverse.tolist()
+        self._scalar_usable = self.symbolic
 
     @property
     def description(self) -> str:
@@ -220,7 +241,7 @@ class ReducedModel:
         out, start = {}, 0
         for name, shape in self._obs_shapes.items():
             size = int(np.prod(shape, dtype=np.int64))
-            out[name] = flat[..., start : start + size].reshape(*state.shape[:-1], *shape)
+            out[name] = flat[..., start : start + size].reshape((*state.shape[:-1], *shape))
             start += size
         return out
 
@@ -236,14 +257,50 @@ class ReducedModel:
             return self._grad(*self._args(state, hyper))
         with torch.enable_grad():
             x = state.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.loss(x, hyper).sum(), x)
-        return g
+            if self.loss_spec.gradient is None:
+                (g,) = torch.autograd.grad(self.loss(x, hyper).sum(), x)
+                return g
+            obs = self.observe(x)
+            with torch.no_grad():
+                d_obs = self.loss_spec.gradient({k: v.detach() for k, v in obs.items()}, hyper)
+            (g,) = torch.autograd.grad([obs[k] for k in d_obs], x, list(d_obs.values()),
+                                       allow_unused=True)
+        return torch.zeros_like(x) if g is None else g
+
+    @functools.cached_property
+    def _scalar_grad(self) -> Callable[..., list[float]]:
+        return compile_scalar(*self._scalar_args)
+
+    def _scalar_rhs(self, state: torch.Tensor, hyper: Hyper) -> torch.Tensor | None:
+        """-G^-1 grad Loss at one float64 CPU state (1, P), on Python floats; None where the
+        floats cannot give it (then the tensor path does, with its inf and nan)."""
+        try:
+            values = state[0].tolist() + [float(hyper[h]) for h in self.hyper]
+        except (LookupError, TypeError, ValueError, RuntimeError):  # hyper-parameter batches
+            return None
+        try:
+            grad = self._scalar_grad(*values)
+        except (ArithmeticError, ValueError):  # overflow, domain error, division by zero
+            return None
+        except (NameError, TypeError):  # a function math lacks: tensors from now on
+            self._scalar_usable = False
+            return None
+        return torch.tensor([[-sum(r * g for r, g in zip(row, grad)) for row in self._metric_rows]],
+                            dtype=state.dtype)
 
     def rhs(self, hyper: Hyper) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states."""
+        """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states.
+
+        A symbolic model evaluates one float64 CPU state on Python floats
+        (`compile_scalar`), many times faster than tensor operations on one row."""
         cache = {}
 
         def f(state: torch.Tensor) -> torch.Tensor:
+            if (self._scalar_usable and state.shape[0] == 1 and state.dtype == torch.float64
+                    and state.device.type == "cpu" and not state.requires_grad):
+                out = self._scalar_rhs(state, hyper)
+                if out is not None:
+                    return out
             key = (state.dtype, state.device)
             if key not in cache:
                 cache[key] = torch.as_tensor(

@@ -132,6 +132,16 @@ class WindowCounts:
         logits = logit_table[:, self.query, :] + self.log_visits
         return torch.einsum("bnp,npe->bne", torch.softmax(logits, -1), self.ratio)
 
+    def predict_by_token(self, logit_table: torch.Tensor) -> torch.Tensor:
+        """y_hat (B, n, vocab) for logits (B, P, P, vocab) that also depend on the key's own
+        token: entry [z, y, e] is the logit of a key of pattern y and token e (the full model).
+        y_hat(e) = sum_y N_y(e) exp(T[z, y, e]) / sum_(y, e') N_y(e') exp(T[z, y, e'])."""
+        B, n = logit_table.shape[0], len(self)
+        log_counts = self.log_visits[..., None] + self.ratio.log()       # log N_y(e), -inf if 0
+        logits = (logit_table[:, self.query] + log_counts).reshape(B, n, -1)
+        weights = torch.softmax(logits, -1).reshape(B, n, -1, self.ratio.shape[-1])
+        return weights.sum(2)
+
     def loss(self, y_hat: torch.Tensor, variant: str) -> torch.Tensor:
         """(B,) mean loss of predictions y_hat (B, n, vocab); see the module docstring."""
         return prediction_loss(y_hat, self.target, self.target_seen, variant)
@@ -390,20 +400,97 @@ def three_stage_model(tokens: torch.Tensor, heads: int, window: int, vocab: int,
     return model, ThreeStageParts(gains=gains, limit_loss=limit, d_star=d_star)
 
 
+# ------------------------------------------------------------- SGD's growth of |C|
+
+
+class SgdSelectorDrift:
+    """The growth of |C| under plain SGD, as the `radial` rate of `integrate_log_selector`.
+
+    Gradient flow conserves |C| (rho = 0). SGD grows it in two ways (docs/induction.md):
+    1. noise: the loss depends on C only through p, so every per-sequence gradient g_n
+       (w.r.t. C) is orthogonal to C, and a step C -> C - lr g_hat gives |C|^2 -> |C|^2 +
+       lr^2 |g_hat|^2 exactly. For a minibatch of `batch` fresh sequences E|g_hat|^2 =
+       |g_bar|^2 + tr Sigma / B_eff (Sigma the per-sequence covariance, B_eff = batch x the
+       fraction of sequences the loss counts), so with t = lr x step
+       d|C|^2/dt = lr (|g_bar|^2 + tr Sigma / B_eff);
+    2. edge of stability: near a vertex p = delta_S* the loss has curvature
+       2 (g_T - g_bar) / |C|^2 along a losing C_T (g = dLoss/dp), so a step multiplies C_T by
+       1 - lr 2 (g_T - g_bar) / |C|^2: unstable once |C|^2 < lr max_T (g_T - g_bar). The
+       losing sets then oscillate and grow until |C|^2 is back above that bound; here |C|^2
+       is relaxed onto it at rate `stiffness` (per unit t) whenever it falls below.
+    rho = d ln|C|/dt is the sum of both. Moments over `counts` (the population sample).
+    """
+
+    def __init__(self, counts: WindowCounts, heads: int, window: int, vocab: int, degree: int,
+                 variant: str, lr: float, batch: int, stiffness: float = 20.0):
+        self.counts, self.variant, self.lr, self.stiffness = counts, variant, lr, stiffness
+        self.sets = candidate_sets(heads, degree)
+        self.manifold = manifold(heads, window, len(self.sets))
+        self.one_hot = pattern_one_hot(window, vocab)
+        self.used = counts.target_seen if variant == "ce" else torch.ones_like(counts.target_seen)
+        self.batch = batch * float(self.used.double().mean())
+
+    def per_sequence_gradients(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """At states (B, P): the gradient w.r.t. C of each counted sequence's loss
+        (B, n_used, n_sets), and g_T - g_bar, g = dLoss/dp (B, n_sets)."""
+        s = self.manifold.unpack(state.detach())
+        w, C, a = s["w"], s["C"], s["a"]
+        norm2 = (C**2).sum(-1, keepdim=True)
+        p = C**2 / norm2
+        eye = torch.eye(len(self.sets), dtype=torch.float64)
+        products = selector_kernel(head_similarity(w, self.one_hot)[:, None], eye, self.sets)
+        table = a[:, :, None] * (p[:, :, None, None] * products).sum(1)   # (B, P, P)
+        counts = self.counts
+        with torch.enable_grad():
+            rows = table[:, counts.query].requires_grad_(True)
+            y_hat = torch.einsum("bnp,npe->bne", torch.softmax(rows + counts.log_visits, -1),
+                                 counts.ratio)
+            loss = counts.loss(y_hat, self.variant).sum()
+            (grad,) = torch.autograd.grad(loss, rows)
+        used = self.used
+        grad = grad[:, used] * int(used.sum())                             # per sequence
+        g_p = a[:, :, None] * torch.einsum("bnp,bsnp->bns", grad,
+                                           products[:, :, counts.query[used]])
+        centred = g_p - (p[:, None] * g_p).sum(-1, keepdim=True)
+        excess = g_p.mean(1) - (p * g_p.mean(1)).sum(-1, keepdim=True)
+        return 2 * C[:, None] / norm2[:, None] * centred, excess
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        """(B, P) -> (B,) rho = d ln|C|/dt of SGD with this lr and batch."""
+        g, excess = self.per_sequence_gradients(state)
+        mean = g.mean(1)
+        mean2 = (mean**2).sum(-1)
+        spread = (g**2).sum(-1).mean(1) - mean2
+        norm2 = (self.manifold.unpack(state)["C"] ** 2).sum(-1)
+        noise = self.lr * (mean2 + spread / self.batch) / (2 * norm2)
+        bound = self.lr * excess.max(-1).values
+        shortfall = 0.5 * torch.log(bound.clamp(min=1e-300) / norm2)
+        return noise + self.stiffness * shortfall.clamp(min=0.0)
+
+
 # ------------------------------------------------------------- integration
 
 
-def integrate_log_selector(model: ReducedModel, state0: torch.Tensor, t: np.ndarray,
-                           observe, **solver) -> Trajectory:
+def integrate_log_selector(model: ReducedModel, state0: torch.Tensor, t, observe,
+                           active=None, radial=None, **solver) -> Trajectory:
     """The gradient flow of `model` from state0 (P,), integrated with log|C_S| in place of C_S.
 
     The same flow as `integrate_flow` (dC_S/dt = -dLoss/dC_S; C_S never changes
     sign): losing sets decay like C_S ~ exp(-r t) with r ~ a (D_S* - D_S) / |C|^2,
     up to ~10^3 here, which makes the flow stiff for an explicit solver in C and
     leaves C_S below any absolute tolerance; in log|C_S| it is a line of slope -r.
-    observe: the observable function on weights, applied to the lifted state.
-    Returns an "ode" Trajectory cut after a failure.
+    - t: (T,) increasing output times (t[0] any: the flow is autonomous), or a list of such
+      grids, one per segment, each starting where the previous one ends
+    - observe: the observable function on weights, applied to the lifted state
+    - active: per segment (a list, or one value for a single grid), None (all entries
+      move) or a (P,) bool mask of the state entries that move, the others frozen (the
+      stages of a sequential schedule)
+    - radial: optional (B, P) state -> (B,) rate rho added to d log|C_S|/dt of every S,
+      i.e. d ln|C|/dt = rho with p unchanged (`SgdSelectorDrift`: the growth of |C| under SGD)
+    Returns one "ode" Trajectory over all segments (the joins recorded once), cut after a
+    failure.
     """
+    grids, masks = (t, active) if isinstance(t, list) else ([t], [active])
     names = [p.name for p in model.manifold.params]
     start = sum(p.size for p in model.manifold.params[: names.index("C")])
     block = slice(start, start + model.manifold.params[names.index("C")].size)
@@ -418,23 +505,35 @@ def integrate_log_selector(model: ReducedModel, state0: torch.Tensor, t: np.ndar
         return torch.cat([y[..., : block.start], sign * y[..., block].clamp(max=50.0).exp(),
                           y[..., block.stop :]], -1)
 
-    def log_rhs(y: torch.Tensor) -> torch.Tensor:
+    def log_rhs(y: torch.Tensor, mask) -> torch.Tensor:
         x = to_state(y)
         dx = rhs(x)
         c = x[..., block]
         # a set with |C_S| < FLOOR has p_S < 1e-390: nothing left to lose, frozen there
         dlog = torch.where(c.abs() > FLOOR, dx[..., block] / torch.where(c == 0, 1.0, c), 0.0)
-        return torch.cat([dx[..., : block.start], dlog, dx[..., block.stop :]], -1)
+        if radial is not None:
+            dlog = dlog + radial(x)[..., None]
+        out = torch.cat([dx[..., : block.start], dlog, dx[..., block.stop :]], -1)
+        return out if mask is None else out * mask
 
-    y0 = torch.cat([state0[: block.start], state0[block].abs().log(), state0[block.stop :]])
-    sol = integrate(log_rhs, y0[None], t, **solver)
-    reached = int(sol.valid[:, 0].sum())
+    y = torch.cat([state0[: block.start], state0[block].abs().log(), state0[block.stop :]])[None]
+    times, ys, status = [], [], "complete"
+    for k, (grid, mask) in enumerate(zip(grids, masks)):
+        sol = integrate(lambda v, mask=mask: log_rhs(v, mask), y, grid, **solver)
+        reached = int(sol.valid[:, 0].sum())
+        first = 0 if k == 0 else 1
+        times.append(sol.t[first:reached])
+        ys.append(sol.y[first:reached, 0])
+        status = sol.status[0]
+        if status != "complete":
+            break
+        y = sol.y[reached - 1]
     with torch.no_grad():
-        states = to_state(sol.y[:reached, 0])
+        states = to_state(torch.cat(ys))
         loss = model.loss(states, {}).cpu().numpy()
         params = {k: v.cpu().numpy() for k, v in observe(model.manifold.lift(states)).items()}
-    return Trajectory(kind="ode", t=sol.t[:reached], loss=loss, params=params,
-                      status=sol.status[0],
+    return Trajectory(kind="ode", t=np.concatenate(times), loss=loss, params=params,
+                      status=status,
                       attrs={"model": model.description, "integrated_in": "w, log|C_S|, a"})
 
 

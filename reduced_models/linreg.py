@@ -23,9 +23,15 @@ SGD on that MSE):
   noise integrated out in closed form and the covariates sampled once
   (common random numbers): E_x[ |r|^2 / d + sigma2 (sum_l w_l^2 + 1) ],
   w_l = sum_h mu_h softmax_l(omega_h x_l . x_q), r = sum_l w_l x_l - x_q.
+  For isotropic covariates the components of the x_l orthogonal to x_q are
+  integrated out too (`CovariateSample.loss`), so only the scores
+  s_l = x_l . x_q and q = |x_q|^2 of each draw enter, with an analytic gradient.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import numpy as np
 import sympy as sp
@@ -107,8 +113,12 @@ def large_L_loss(d: int) -> SymbolicLoss:
     return SymbolicLoss(build, "large-L loss Lt (THEORY.md A.4)")
 
 
+@functools.lru_cache(maxsize=32)
 def symbolic_model(d: int, heads: int, param: str = "merged") -> ReducedModel:
-    """Gradient flow of Lt; hyper-parameters L and sigma2 (floats or (B,) tensors)."""
+    """Gradient flow of Lt; hyper-parameters L and sigma2 (floats or (B,) tensors).
+
+    Built once per (d, heads, param) in a process (symbolic differentiation and
+    compilation take ~0.1 s; the model holds no run state)."""
     return ReducedModel(manifold(d, heads, param), observables(d, param), large_L_loss(d),
                         hyper=("L", "sigma2"))
 
@@ -133,6 +143,61 @@ def reduced_prediction(omega: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
     return (reduced_weights(omega[None], mu[None], x, xq)[0] * y).sum(-1)
 
 
+BLOCK = 2**15  # scores per block of draws in the Rao-Blackwellised loss (256 KB, cache-sized)
+
+
+class _ScoreBlock:
+    """What the isotropic loss needs of a block of m draws: scores (L, m) = s_l = x_l . x_q
+    (transposed, so sums over l run along contiguous rows), q (m,) = |x_q|^2, 1 / q and
+    2 / (d q); `at` is where the block starts among the n draws.
+
+    Per draw, with a_hl = softmax_l(omega_h s_l), w_l = sum_h mu_h a_hl,
+    S_h = sum_l a_hl s_l and dev = sum_l w_l s_l - q = sum_h mu_h S_h - q:
+        f = (dev^2 / q + (d - 1) sum_l w_l^2) / d + sigma2 (sum_l w_l^2 + 1),
+        g_l = df/dw_l = 2 dev s_l / (q d) + 2 ((d - 1)/d + sigma2) w_l,
+        df/dmu_h = sum_l a_hl g_l,  df/domega_h = mu_h sum_l a_hl g_l (s_l - S_h).
+    Arguments: omega, mu (rows, H); shift (rows H, 1, n) = -max_l omega_h s_l of every
+    draw (keeps exp <= 1)."""
+
+    def __init__(self, scores: torch.Tensor, q: torch.Tensor, at: int, d: int):
+        self.scores = scores.T.contiguous()
+        self.q, self.inv_q, self.slope = q, 1 / q, 2 / (d * q)
+        self.at, self.d = at, d
+
+    def _weights(self, omega, mu, shift, inplace: bool):
+        """(attention a (rows H, L, m), label weights w (rows, L, m))."""
+        rows, heads = omega.shape
+        length, m = self.scores.shape
+        shift = shift[..., self.at:self.at + m]
+        attn = torch.addcmul(shift, omega.reshape(rows * heads, 1, 1), self.scores).exp_()
+        total = attn.sum(1, keepdim=True)
+        attn = attn.mul_(total.reciprocal_()) if inplace else attn / total
+        w = torch.bmm(mu[:, None, :], attn.reshape(rows, heads, length * m))
+        return attn, w.reshape(rows, length, m)
+
+    def loss(self, omega, mu, sigma2, shift) -> torch.Tensor:
+        """(rows,) sum of f over the block's draws; sigma2 (rows, 1). Differentiable
+        where autograd records (in place elsewhere)."""
+        _, w = self._weights(omega, mu, shift, inplace=not torch.is_grad_enabled())
+        dev = (w * self.scores).sum(1) - self.q
+        w2 = (w * w).sum(1)
+        return ((dev * dev * self.inv_q + (self.d - 1) * w2) / self.d + sigma2 * (w2 + 1)).sum(-1)
+
+    def gradient(self, omega, mu, coef, shift) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sums over the block's draws of df/domega_h / mu_h and of df/dmu_h, (rows, H)
+        each; coef (rows, 1, 1) = 2 ((d - 1)/d + sigma2). In place, no autograd graph."""
+        attn, w = self._weights(omega, mu, shift, inplace=True)
+        rows, heads = omega.shape
+        length, m = self.scores.shape
+        weighted = attn * self.scores                                         # a_hl s_l
+        spread = weighted.sum(1).reshape(rows, heads, m)                      # S_h
+        dev = torch.bmm(mu[:, None, :], spread)[:, 0] - self.q
+        g = w.mul_(coef).addcmul_((dev * self.slope)[:, None, :], self.scores)[:, None]
+        d_mu = (attn.reshape(rows, heads, length, m) * g).sum(2)              # (rows, H, m)
+        moment = weighted.reshape(rows, heads, length, m).mul_(g).sum(2)
+        return (moment - d_mu * spread).sum(-1), d_mu.sum(-1)
+
+
 class CovariateSample:
     """A fixed Monte-Carlo sample of covariates (common random numbers).
 
@@ -145,13 +210,70 @@ class CovariateSample:
         device = generator.device
         self.x = torch.randn((n, L, d), generator=generator, dtype=torch.float64, device=device)
         self.xq = torch.randn((n, d), generator=generator, dtype=torch.float64, device=device)
+        self.isotropic = covariance is None
         if covariance is not None:
             chol = torch.linalg.cholesky(covariance.to(torch.float64).to(device))
             self.x, self.xq = self.x @ chol.T, self.xq @ chol.T
+        self._blocks = []
+        if self.isotropic:
+            size = math.ceil(n / math.ceil(n * L / BLOCK))  # balanced, <= ~BLOCK scores each
+            scores = torch.einsum("nld,nd->nl", self.x, self.xq)
+            self._extremes = scores.aminmax(dim=-1)  # (n,) each: min_l s_l, max_l s_l
+            norms = (self.xq**2).sum(-1).split(size)
+            self._blocks = [_ScoreBlock(s, q, i * size, d)
+                            for i, (s, q) in enumerate(zip(scores.split(size), norms))]
 
     def loss(self, omega: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
-        """(B, H) omega, mu -> (B,) MC estimate of the population MSE of the reduced predictor."""
+        """(B, H) omega, mu -> (B,) MC estimate of the population MSE of the reduced predictor.
+
+        Isotropic samples integrate out, given s_l = x_l . x_q and q = |x_q|^2, the
+        components of the x_l orthogonal to x_q (each N(0, I - x_q x_q^T / q), independent
+        of s_l, on which w depends only through s): E[|r|^2 | s, x_q] =
+        (sum_l w_l s_l - q)^2 / q + (d - 1) sum_l w_l^2 (a Rao-Blackwellised `mc_loss`:
+        the same expectation, a smaller variance, no d-vectors per draw). Otherwise `mc_loss`."""
+        if not self.isotropic:
+            return self.mc_loss(omega, mu, sigma2)
+        return self._rao_blackwell(omega, mu, sigma2, grad=False)[0]
+
+    def loss_gradient(self, omega: torch.Tensor, mu: torch.Tensor,
+                      sigma2) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H) omega, mu -> (d loss / d omega, d loss / d mu), each (B, H), of the
+        isotropic `loss` in closed form (no autograd graph)."""
+        if not self.isotropic:
+            raise ValueError("the analytic gradient needs isotropic covariates")
+        with torch.no_grad():
+            d_omega, d_mu = self._rao_blackwell(omega, mu, sigma2, grad=True)
+        return d_omega, d_mu
+
+    def mc_loss(self, omega: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
+        """(B, H) omega, mu -> (B,) plain MC estimate over the full covariates,
+        E_x[|r|^2 / d + sigma2 (sum_l w_l^2 + 1)] per draw."""
         return self._loss_of_weights(reduced_weights(omega, mu, self.x, self.xq), sigma2)
+
+    def _rao_blackwell(self, omega, mu, sigma2, grad: bool) -> list[torch.Tensor]:
+        """[(B,) loss] or, with grad, [d/d omega (B, H), d/d mu (B, H)], summed over the
+        blocks; rows go in groups so that a block's attention holds <= 4 heads' worth."""
+        rows, heads = omega.shape
+        d, n = self.x.shape[-1], self.x.shape[0]
+        sigma2 = torch.as_tensor(sigma2, dtype=omega.dtype, device=omega.device)
+        sigma2 = sigma2.reshape(-1, 1).expand(rows, 1)
+        coef = (2 * ((d - 1) / d + sigma2))[:, :, None]
+        low, high = self._extremes
+        om = omega.detach().reshape(rows * heads, 1, 1)
+        shift = -torch.where(om > 0, om * high, om * low)                     # (rows H, 1, n)
+        group = max(1, 4 // heads)
+        out = []
+        for r in range(0, rows, group):
+            part = slice(r, r + group)
+            args = omega[part], mu[part]
+            shifts = shift[r * heads:(r + group) * heads]
+            if grad:
+                sums = zip(*(b.gradient(*args, coef[part], shifts) for b in self._blocks))
+                d_omega, d_mu = (sum(s) / n for s in sums)
+                out.append([mu[part] * d_omega, d_mu])
+            else:
+                out.append([sum(b.loss(*args, sigma2[part], shifts) for b in self._blocks) / n])
+        return [torch.cat(parts) for parts in zip(*out)]
 
     def matrix_loss(self, kq: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
         """(B, H, d, d) score matrices KQ_xx and (B, H) mu -> (B,) population MSE of
@@ -172,10 +294,22 @@ class CovariateSample:
 
 
 def population_loss(sample: CovariateSample) -> TorchLoss:
+    """The population MSE on sample as a TorchLoss of (omega, mu); isotropic samples give
+    it the Rao-Blackwellised form with its analytic gradient (`CovariateSample.loss`)."""
+    if not sample.isotropic:
+        return TorchLoss(lambda obs, hyper: sample.loss(obs["omega"], obs["mu"], hyper["sigma2"]),
+                         f"population MSE of the reduced predictor, Monte Carlo over "
+                         f"{sample.x.shape[0]} covariate draws (beta and noise integrated exactly)")
+
+    def gradient(obs, hyper):
+        return dict(zip(("omega", "mu"), sample.loss_gradient(obs["omega"], obs["mu"],
+                                                               hyper["sigma2"])))
+
     return TorchLoss(
         lambda obs, hyper: sample.loss(obs["omega"], obs["mu"], hyper["sigma2"]),
         f"population MSE of the reduced predictor, Monte Carlo over {sample.x.shape[0]} "
-        "covariate draws (beta and noise integrated exactly)",
+        "covariate draws (beta, noise and the covariates orthogonal to x_q integrated exactly)",
+        gradient=gradient,
     )
 
 

@@ -72,14 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args) -> tuple:
-    """(experiment, validated config) from --config, --set and --seed."""
+    """(experiment, admitted config) from --config, --set and --seed: validated, and
+    within the memory limit (Experiment.admit)."""
     exp = registry.get(args.experiment)
     layers = [load_toml(args.config)] if args.config else []
     layers.append(parse_assignments(args.set))
     if args.seed is not None:
         layers.append({"seed": args.seed})
     config = exp.schema.resolve(*layers)
-    exp.validate(config)
+    exp.admit(config)
     return exp, config
 
 
@@ -102,7 +103,7 @@ def cmd_run(args) -> dict:
     start = time.perf_counter()
     result = exp.run(config, ode=not args.no_ode, sgd=not args.no_sgd)
     run_id = store.write_run(out, exp.name, config, config["seed"], result.trajectories,
-                             result.status, result.summary, result.extra)
+                             result.status, result.summary, result.extra, result.axes)
     summary = {"experiment": exp.name, "run_id": run_id, "file": out, "status": result.status,
                "seed": config["seed"], "wall_seconds": round(time.perf_counter() - start, 3)}
     if not args.no_plot and (result.trajectories or result.extra):

@@ -10,6 +10,7 @@ import torch
 from dynamics.compare import compare
 from dynamics.config import Schema
 from dynamics.errors import UsageError
+from dynamics.memory import check_memory
 from dynamics.plots import plot_run
 from dynamics.trajectory import Trajectory
 
@@ -21,11 +22,15 @@ class RunResult:
     - trajectories: name -> Trajectory ("ode", "population", "sgd", ...)
     - summary: JSON-able figures (the --json output adds file and run id)
     - extra: further datasets to store, group -> {dataset: array}
+    - axes: per extra group, its 1-D datasets that label the others' dimensions, in
+      dimension order, e.g. {"risk": ("L_test",)} (stored as HDF5 dimension scales,
+      dynamics.store.attach_axes)
     """
 
     trajectories: dict[str, Trajectory]
     summary: dict
     extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -61,8 +66,10 @@ class Experiment:
 
     run(config, ode=..., sgd=...) -> RunResult, with config already validated by
     the schema; validate(config) does checks that involve several keys;
-    check(config) -> list[CheckRow] compares theory with measurement
-    (`icldyn check`), for experiments that have theory checks.
+    memory(config) estimates the peak memory of a run; admit(config), what the
+    CLI calls before any work, applies both; check(config) -> list[CheckRow]
+    compares theory with measurement (`icldyn check`), for experiments that
+    have theory checks.
     """
 
     name: str = ""
@@ -71,6 +78,19 @@ class Experiment:
 
     def validate(self, config: dict) -> None:
         """Cross-key checks; raise UsageError naming the key."""
+
+    def memory(self, config: dict) -> dict[str, float]:
+        """Estimated peak memory of a run of config: named terms in bytes, each a product
+        over the largest tensors alive at once; their sum is the estimate. Pure arithmetic
+        on the config (it runs before anything is allocated). {}: no estimate."""
+        return {}
+
+    def admit(self, config: dict) -> None:
+        """Everything a config must pass before any work: the memory guard
+        (dynamics.memory.check_memory, first: validate may build lists from sizes),
+        then validate. UsageError naming the key."""
+        check_memory(self.memory, config, self.schema.defaults())
+        self.validate(config)
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         raise NotImplementedError
@@ -81,6 +101,18 @@ class Experiment:
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Figure(s) of a stored run; returns the main PNG path. Subclasses may add panels."""
         return plot_run(path, run_id, out)
+
+
+# Pieces of the memory estimates (Experiment.memory), in bytes.
+F64 = 8
+RUNTIME = 2**29  # the interpreter with torch, sympy and h5py loaded (measured ~0.4 GiB)
+
+
+def lift_bytes(weights: int, state_dim: int) -> int:
+    """Building a Manifold of `weights` lifted entries over a state of state_dim: the
+    sympy expressions (~256 B each, measured ~155) and the Jacobian as a sympy matrix
+    and in float64 (~32 B per entry, measured ~21)."""
+    return 256 * weights + 32 * weights * state_dim
 
 
 def seeds(seed: int, n: int) -> list[int]:

@@ -14,7 +14,6 @@ noise. Sweep the key `seed` for replicas.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import ClassVar
 
@@ -29,6 +28,7 @@ from dynamics.times import record_times
 from dynamics.trajectory import Trajectory
 from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
+from reduced_models.markov import candidate_sets, set_label
 
 from . import registry
 from .experiment import comparisons, generator, seeds
@@ -71,6 +71,10 @@ class TrajectoryHooks:
     def phase_metric(self, ode: bool, sgd: bool) -> str | None:
         names = self.trajectories(ode, sgd)
         return f"{'sgd' if 'sgd' in names else names[0]}_phase" if self.phases else None
+
+    def sweep_metrics(self, sweep: Sweep) -> list[Metric]:
+        """The metrics of a sweep; by default `metrics`, whatever the grid."""
+        return self.metrics(sweep.ode, sweep.sgd)
 
     def _pairs(self, ode: bool, sgd: bool) -> list[tuple[str, str]]:
         names = self.trajectories(ode, sgd)
@@ -148,7 +152,8 @@ class LinregHooks(TrajectoryHooks):
     BATCHED_KEYS = frozenset((
         "d", "L", "sigma2", "heads", "init", "init_scale", "param", "optimizer", "lr", "batch",
         "t_max", "mc_samples", "eval_samples", "records", "rtol", "atol", "sgd_dtype", "device",
-        "seed", "ode_start", "pattern_threshold", "active_fraction", "covariance", "rho"))
+        "seed", "ode_start", "pattern_threshold", "active_fraction", "covariance", "rho",
+        "population_rtol"))
     BATCHED_VALUES: ClassVar[dict[str, str]] = {"ode_start": "init", "covariance": "identity"}
     # Keys that change the ODE or its output grid: points differing in them go to
     # separate batches. L and sigma2 enter as batched hyper-parameters, init,
@@ -196,15 +201,10 @@ class LinregHooks(TrajectoryHooks):
                 and all(config.get(k, v) == v for k, v in self.BATCHED_VALUES.items()))
 
 
-@functools.lru_cache(maxsize=16)
-def _symbolic_model(d: int, heads: int, param: str):
-    return theory.symbolic_model(d, heads, param)
-
-
 def linreg_start(config: dict) -> torch.Tensor:
     """(P,) start state of a linreg run, as LinregExperiment.run builds it."""
     d, H, param = config["d"], config["heads"], config["param"]
-    manifold = _symbolic_model(d, H, param).manifold
+    manifold = theory.symbolic_model(d, H, param).manifold
     if config["init"] == "symmetric":
         return manifold.pack(theory.symmetric_start(d, H, config["init_scale"], param))
     net = SoftmaxAttentionRegressor(d, H, param, dtype=getattr(torch, config["sgd_dtype"]))
@@ -220,7 +220,7 @@ def linreg_flow_batch(configs: list[dict]) -> list[Trajectory]:
     Returns one "ode" Trajectory per config (gradient-flow time t = lr x step grid).
     """
     first = configs[0]
-    model = _symbolic_model(first["d"], first["heads"], first["param"])
+    model = theory.symbolic_model(first["d"], first["heads"], first["param"])
     device = first["device"]
     state0 = torch.stack([linreg_start(c) for c in configs]).to(device)
     hyper = {k: torch.tensor([float(c[k]) for c in configs], dtype=torch.float64, device=device)
@@ -264,7 +264,72 @@ class MultitaskHooks(TrajectoryHooks):
         return MULTITASK_PHASES.index(layout)
 
 
-HOOKS: dict[str, TrajectoryHooks] = {"linreg": LinregHooks(), "linreg-multitask": MultitaskHooks()}
+class InductionHooks(TrajectoryHooks):
+    """induction: which candidate parent set wins (sims/induction/selection.py).
+
+    Per point: `mi_S_star`, the modified chi-square MI's winner S* (the phase; labels: every
+    candidate set of offsets of any grid point, "1,2" style), `mi_standard_S_star`, the
+    standard (power-1) criterion's winner, and `mi_margin`, I(S*) minus the runner-up's I;
+    per trajectory T (ode: the symbolic three-stage flow, sgd: the simplified network, each
+    through the run's schedule) `T_S_star`, the set with the largest final p named by the
+    offsets its heads copy at the end, `T_p_star_final`, that p, `T_a_final` and
+    `T_loss_final`.
+    """
+
+    def trajectories(self, ode: bool, sgd: bool) -> tuple[str, ...]:
+        return tuple(name for name, on in (("ode", ode), ("sgd", sgd)) if on)
+
+    @staticmethod
+    def labels(sweep: Sweep) -> tuple[str, ...]:
+        """Every candidate set of offsets over the grid, by size then lexicographically."""
+        sets = {s for _, cfg in sweep.points() for s in candidate_sets(cfg["window"], cfg["degree"])}
+        return tuple(set_label(s) for s in sorted(sets, key=lambda s: (len(s), s)))
+
+    def phase_metric(self, ode: bool, sgd: bool) -> str | None:
+        return "mi_S_star"
+
+    def sweep_metrics(self, sweep: Sweep) -> list[Metric]:
+        labels = self.labels(sweep)
+        out = [Metric("mi_S_star", "winning set S* of the modified chi-square MI",
+                      phases=labels),
+               Metric("mi_standard_S_star", "winning set of the standard (power-1) "
+                      "chi-square MI", phases=labels),
+               Metric("mi_margin", "I(S*) - I(runner-up), modified chi-square MI")]
+        for n in self.trajectories(sweep.ode, sweep.sgd):
+            out += [Metric(f"{n}_S_star", f"{n}: set of largest final p, named by the offsets "
+                           "its heads copy at the end", phases=labels),
+                    Metric(f"{n}_p_star_final", f"{n}: final p of that set"),
+                    Metric(f"{n}_a_final", f"{n}: classifier a at the last record"),
+                    Metric(f"{n}_loss_final", f"{n}: loss at the last record")]
+        return out
+
+    def tasks(self, sweep: Sweep) -> list[Task]:
+        labels = self.labels(sweep)
+        return [Task(run_induction_point, (i, cfg, sweep.ode, sweep.sgd, labels), (i,))
+                for i, cfg in sweep.points()]
+
+
+def run_induction_point(index: int, config: dict, ode: bool, sgd: bool,
+                        labels: tuple[str, ...]) -> list:
+    """Task body: the winning sets at one induction point -> [(index, metrics)]."""
+    from .induction.selection import final_winner, winning_sets
+
+    torch.set_num_threads(int(os.environ.get("ICLDYN_THREADS", "1")))
+    result = winning_sets(config, ode, sgd)
+    out = {"mi_S_star": float(labels.index(set_label(result["mi"]))),
+           "mi_standard_S_star": float(labels.index(set_label(result["mi_standard"]))),
+           "mi_margin": result["mi_margin"]}
+    for name, traj in result["trajectories"].items():
+        offsets, p_final = final_winner(traj, result["sets"])
+        out[f"{name}_S_star"] = float(labels.index(set_label(offsets)))
+        out[f"{name}_p_star_final"] = p_final
+        out[f"{name}_a_final"] = float(traj.params["a"][-1])
+        out[f"{name}_loss_final"] = float(traj.loss[-1])
+    return [(index, out)]
+
+
+HOOKS: dict[str, TrajectoryHooks] = {"linreg": LinregHooks(), "linreg-multitask": MultitaskHooks(),
+                                     "induction": InductionHooks()}
 
 
 def hooks_for(experiment: str) -> TrajectoryHooks:
@@ -277,7 +342,8 @@ def hooks_for(experiment: str) -> TrajectoryHooks:
 
 def plan(exp, config: dict, grid: list[str], ode: bool, sgd: bool) -> Sweep:
     """Validate a whole sweep before any work: grid values by the schema, every
-    point by the experiment's cross-key checks. Raises UsageError naming the key."""
+    point by the experiment's memory estimate and cross-key checks (Experiment.admit).
+    Raises UsageError naming the key."""
     if not grid:
         raise UsageError("--grid: give at least one KEY=V1,V2,...")
     if not ode and not sgd:
@@ -286,7 +352,7 @@ def plan(exp, config: dict, grid: list[str], ode: bool, sgd: bool) -> Sweep:
     axes = parse_grid(exp.schema, grid)
     sweep = Sweep(exp.name, config, tuple(axes), ode, sgd)
     for _, point in sweep.points():
-        exp.validate(point)
+        exp.admit(point)
     return sweep
 
 
@@ -302,7 +368,7 @@ def sweep(exp, config: dict, grid: list[str], out: str, *, ode: bool = True, sgd
     for _, point in spec.points():
         for dim, size in hooks.extents(point).items():
             extents[dim] = max(extents.get(dim, 0), size)
-    report = run_sweep(out, spec, hooks.metrics(ode, sgd), hooks.tasks(spec), extents,
+    report = run_sweep(out, spec, hooks.sweep_metrics(spec), hooks.tasks(spec), extents,
                        hooks.phase_metric(ode, sgd), workers=workers, scheduler=scheduler)
     report["experiment"] = exp.name
     if plot:

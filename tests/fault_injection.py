@@ -3,7 +3,9 @@
 Scenarios: kill -9 of `icldyn run` and `icldyn sweep` at random moments (the
 sweep then resumes), kill -9 of a store writer
 in the middle of its writes, two concurrent writers of one file, readers during
-writes, bad input files and a diverging run. Prints one row per scenario:
+writes, bad input files, absurd sizes and a memory limit (refused before any
+work), a diverging run, a solver stalled at t = 0, a stiff flow against the step
+budget, and the mode of written files. Prints one row per scenario:
 faults tried, survived (the file opens, the outcome is the expected one),
 results lost (a run committed before the fault that is missing or changed).
 Exits 1 if any result is lost or any fault is not survived.
@@ -271,11 +273,98 @@ def scenario_diverging_run(work: str) -> tuple[int, int, int]:
     return 1, int(ok), 0
 
 
+def refused(proc: subprocess.CompletedProcess, fragment: str) -> bool:
+    """Exit 2 with one line naming fragment, no traceback."""
+    return (proc.returncode == 2 and proc.stderr.count("\n") == 1 and fragment in proc.stderr
+            and "Traceback" not in proc.stderr)
+
+
+def scenario_absurd_sizes(work: str, rng: random.Random, per_experiment: int) -> tuple[int, int, int]:
+    """Integer size keys at 10^12 (a few per experiment, drawn at random): exit 2 naming the
+    key (or a key it conflicts with), nothing written."""
+    from sims import registry
+
+    path = os.path.join(work, "absurd.h5")
+    tried = survived = 0
+    for name, exp in sorted(registry.EXPERIMENTS.items()):
+        keys = [k for k in exp.schema.keys if k.type in ("int", "ints") and k.name != "seed"]
+        for key in rng.sample(keys, min(per_experiment, len(keys))):
+            proc = icldyn("run", name, "--set", f"{key.name}={10**12}", "--out", path)
+            tried += 1
+            survived += refused(proc, "key '") and not os.path.exists(path)
+    return tried, survived, 0
+
+
+def scenario_memory_limit(work: str) -> tuple[int, int, int]:
+    """ICLDYN_MEMORY_LIMIT below the interpreter: run, check and sweep refused; a sweep with
+    one absurd grid point is refused before any point is computed."""
+    path = os.path.join(work, "limit.h5")
+    env = dict(ENV, ICLDYN_MEMORY_LIMIT="0.25")
+    tried = survived = 0
+    for argv in (["run", "linreg", "--out", path], ["check", "linreg"],
+                 ["sweep", "linreg", "--grid", "heads=1,2", "--out", path]):
+        proc = subprocess.run([*ICLDYN, *argv], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=170, check=False)
+        tried += 1
+        survived += refused(proc, "more than the limit 0.25 GiB") and not os.path.exists(path)
+    proc = icldyn("sweep", "linreg", *TINY["linreg"], "--grid", "mc_samples=100,10000000000",
+                  "--out", path)
+    tried += 1
+    survived += refused(proc, "key 'mc_samples'") and not os.path.exists(path)
+    return tried, survived, 0
+
+
+def scenario_stalled_solver(work: str) -> tuple[int, int, int]:
+    """Tolerances of 1e-300: the symbolic flow stalls at t = 0, stored with its start state."""
+    path = os.path.join(work, "stalled.h5")
+    proc = icldyn("run", "linreg", "--set", "rtol=1e-300", "--set", "atol=1e-300",
+                  "--set", "t_max=1", "--set", "lr=0.1", "--set", "mc_samples=50",
+                  "--set", "records=10", "--no-sgd", "--no-plot", "--out", path)
+    ok = proc.returncode == 0 and "Traceback" not in proc.stderr
+    if ok:
+        _, attrs, trajs = store.read_run(path)
+        ok = (attrs["status"] == trajs["ode"].status == "stalled"
+              and list(trajs["ode"].t) == [0.0])
+    return 1, int(ok), 0
+
+
+STIFF = textwrap.dedent("""
+    import numpy as np, torch
+    from dynamics.ode import integrate
+    t = np.linspace(0.0, 2.0, 21)
+    sol = integrate(lambda y: -1e6 * (y - torch.cos(y)), torch.ones(1, 1, dtype=torch.float64),
+                    t, max_steps=5000)
+    print(sol.status[0])
+""")
+
+
+def scenario_step_budget(work: str) -> tuple[int, int, int]:
+    """A flow of rate 1e6 (~1e6 explicit steps) with a budget of 5000 steps: stalled, soon."""
+    proc = subprocess.run([sys.executable, "-c", STIFF], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT, timeout=170, check=False)
+    return 1, int(proc.returncode == 0 and proc.stdout.strip() == "stalled"), 0
+
+
+def scenario_file_mode(work: str) -> tuple[int, int, int]:
+    """Under umask 027 a new file is 0640 (not the temp file's private 0600); a rewritten
+    file keeps its mode."""
+    path = os.path.join(work, "mode.h5")
+    argv = [*ICLDYN, "run", "linreg", *TINY["linreg"], "--no-plot", "--out", path]
+    ok = subprocess.run(argv, capture_output=True, env=ENV, cwd=ROOT, timeout=170, check=False,
+                        preexec_fn=lambda: os.umask(0o027)).returncode == 0
+    ok = ok and os.stat(path).st_mode & 0o777 == 0o640
+    os.chmod(path, 0o604)
+    ok = ok and icldyn(*argv[len(ICLDYN):]).returncode == 0 and os.stat(path).st_mode & 0o777 == 0o604
+    return 1, int(ok), 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=4,
                         help="kills of icldyn run and of icldyn sweep (store writer: 2x)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
+    parser.add_argument("--sizes", type=int, default=2,
+                        help="absurd size keys tried per experiment (drawn at random)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="icldyn-faults-")
@@ -287,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             ("kill -9 store writer", lambda: scenario_kill_writer(work, rng, 2 * args.kills)),
             ("2 writers + reader", lambda: scenario_concurrent_writers(work, 15)),
             ("bad / damaged files", lambda: scenario_bad_files(work)),
+            ("absurd sizes", lambda: scenario_absurd_sizes(work, rng, args.sizes)),
+            ("memory limit", lambda: scenario_memory_limit(work)),
             ("diverging SGD", lambda: scenario_diverging_run(work)),
+            ("solver stalled at t=0", lambda: scenario_stalled_solver(work)),
+            ("stiff flow, step budget", lambda: scenario_step_budget(work)),
+            ("file mode (umask 027)", lambda: scenario_file_mode(work)),
         ]
         for name, scenario in scenarios:
             start = time.perf_counter()

@@ -13,7 +13,8 @@ from sims.cli import main
 from sims.registry import get
 
 EXP = get("induction")
-QUICK = ["t_max=40", "lr=0.5", "samples=1000", "mi_chains=300", "batch=512", "records=40"]
+QUICK = ["t_max=40", "lr=0.5", "samples=1000", "mi_chains=300", "batch=512", "records=40",
+         "model=full", "test_samples=300", "L_test=10,100,1000", "alpha_test=0.05,0.2"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_summary_has_mi_s_star_and_finals(run):
     mi = summary["chi2_mi"]
     assert set(mi) == {"1", "2", "3", "1,2", "1,3", "2,3"}
     assert all(mi["1,2"] > v for k, v in mi.items() if k != "1,2")
-    for name in ("ode", "population", "sgd"):
+    for name in ("ode", "population", "corrected", "sgd", "full"):
         assert summary[name]["status"] == "complete"
         assert set(summary[name]["final"]) >= {"w", "p", "a"}
         assert np.isfinite(summary[name]["loss_final"])
@@ -54,18 +55,55 @@ def test_three_stages(run):
     assert summary["comparison"]["sgd_vs_population"]["pointwise"]["a"] < 0.05
 
 
+def test_full_model_shows_the_same_order_of_stages(run):
+    """Half-change times (selector p_S*, copier |w - w(0)| of S*'s heads, classifier a):
+    the full model's projection passes through the stages in the simplified network's order,
+    the selector first."""
+    _, summary = run
+    simplified = summary["sgd"]["stages"]["stage_times"]
+    full = summary["full"]["stages"]["stage_times"]
+    assert full["order"] == simplified["order"]
+    assert full["order"][0] == "selector"
+    assert summary["full"]["stages"]["selector"]["p_star_final"] > 0.95
+    assert summary["full"]["stages"]["copier"]["outside_over_inside"] < 0.2
+
+
+def test_corrected_flow_follows_sgds_growth_of_c(run):
+    """Gradient flow conserves |C|; SGD grows it (here ~9x); the flow with SGD's noise drift
+    and edge-of-stability bound follows it, and SGD's final |C|^2 sits on that bound."""
+    _, summary = run
+    sgd = summary["sgd"]["stages"]["selector"]["c_norm_change"]
+    corrected = summary["corrected"]["stages"]["selector"]["c_norm_change"]
+    assert sgd > 5
+    assert abs((1 + corrected) / (1 + sgd) - 1) < 0.1
+    cmp = summary["comparison"]
+    assert cmp["sgd_vs_corrected"]["path"] < 0.2 * cmp["sgd_vs_population"]["path"]
+    eos = summary["sgd"]["stages"]["edge_of_stability"]
+    assert eos["kappa_max"] > 2
+    assert abs(eos["c_norm2_final"] / eos["c_norm2_bound"] - 1) < 0.1
+
+
 def test_stored_trajectories(run):
     path, summary = run
     with h5py.File(path) as fh:
         group = fh["runs"][summary["run_id"]]
-        for name in ("ode", "population", "sgd"):
+        for name in ("ode", "population", "corrected", "sgd", "full"):
             T = group[name]["t"].shape[0]
             assert group[name]["params/w"].shape == (T, 3, 3)
             assert group[name]["params/p"].shape == (T, 6)
             assert group[name]["params/a"].shape == (T,)
-            labels = json.loads(group[name].attrs["p_labels"])
+            labels = list(group[name]["params/p"].attrs["labels"])
             assert labels == ["1", "2", "3", "1,2", "1,3", "2,3"]
         assert group["limit_loss/loss"].shape == group["limit_loss/a"].shape
+        tests = group["generalise"]
+        assert tests["alpha"][()].tolist() == [0.05, 0.2]
+        assert tests["L"][()].tolist() == [10, 100, 1000]
+        for name in ("sgd", "full", "limit"):
+            assert tests[name].shape == tests[f"stderr_{name}"].shape == (2, 3)
+        # a longer context helps, a flatter prior (larger alpha) hurts
+        sgd, err = tests["sgd"][()], tests["stderr_sgd"][()]
+        assert (sgd[:, 0] - sgd[:, 2] > 2 * (err[:, 0] + err[:, 2])).all()
+        assert (sgd[1] > sgd[0]).all()
 
 
 def test_plot(run, tmp_path):
@@ -75,7 +113,10 @@ def test_plot(run, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, key", [({"heads": 4}, "heads"), ({"degree": 3, "heads": 2,
-                                            "window": 2}, "degree"), ({"L": 2}, "L")])
+                                            "window": 2}, "degree"), ({"L": 2}, "L"),
+                                            ({"L_test": [3, 10]}, "L_test"),
+                                            ({"schedule": "sequential", "t_copier": 1e9},
+                                             "t_copier")])
 def test_bad_config_names_the_key(overrides, key):
     with pytest.raises(UsageError, match=key):
         EXP.validate(EXP.schema.resolve(overrides))

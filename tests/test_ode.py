@@ -59,3 +59,22 @@ def test_step_budget_marks_stalled_without_raising():
                     t, method="dopri5", max_steps=3, chunks=4)
     assert sol.status == ["stalled"]
     assert not sol.valid[-1, 0]
+
+
+def test_batched_error_control_is_per_member():
+    """One moving member among 99 constant ones: with a norm over the whole batch its
+    error would hide among the others' zeros (10x looser); per member it takes the same
+    steps as alone, so it matches the single integration to rounding."""
+    t = np.linspace(0, 20, 11)
+    omega = torch.zeros(100, 1, dtype=torch.float64)
+    omega[0] = 1.0
+
+    def rotation(y):
+        return torch.cat([-omega * y[:, 1:], omega * y[:, :1]], dim=1)
+
+    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64).repeat(100, 1)
+    alone = integrate(lambda y: torch.cat([-y[:, 1:], y[:, :1]], dim=1), y0[:1], t,
+                      rtol=1e-6, atol=1e-9)
+    batched = integrate(rotation, y0, t, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(batched.y[:, 0], alone.y[:, 0], rtol=0, atol=1e-12)
+    assert (batched.y[:, 1:] == y0[1:]).all()

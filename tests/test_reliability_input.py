@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dynamics.errors import UsageError
+from dynamics.memory import ENV, GIB, total
 from sims import registry
 from sims.cli import main
 
@@ -30,7 +31,7 @@ TOML_VALUES = st.one_of(st.integers(), st.floats(), st.booleans(), st.text(max_s
 def _resolve(experiment, layer):
     exp = registry.EXPERIMENTS[experiment]
     config = exp.schema.resolve(layer)
-    exp.validate(config)
+    exp.admit(config)
     return config
 
 
@@ -172,25 +173,58 @@ def test_real_process_bad_input_exits_2_without_traceback(tmp_path, argv):
     assert proc.stderr.startswith("icldyn: error: ") and list(tmp_path.iterdir()) == []
 
 
-# Memory and size guards: every integer size key at an absurd value must be refused by
-# validate() before anything is allocated. Known gaps are listed (they run, and may pass).
+# Memory guards: every integer size key at an absurd value is refused by admit() (the memory
+# estimate, before anything is allocated) with one line naming that key.
 SIZE_KEYS = [(e, k.name) for e, k in KEYS if k.type in ("int", "ints") and k.name != "seed"]
-KNOWN_GAPS = {("linreg", "eval_samples"), ("linreg-multitask", "d"), ("linreg-multitask", "L"),
-              ("linreg-multitask", "heads"), ("linreg-multitask", "batch"),
-              ("linreg-multitask", "eval_samples"), ("sparse", "d"), ("sparse", "n_test"),
-              ("sparse", "layers"), ("sparse", "mlp_ratio"), ("sparse", "eval_samples"),
-              ("sparse", "probe_samples"), ("sparse", "records"), ("sparse", "n_flow"),
-              ("sparse", "flow_batch"), ("sparse", "mc_samples"), ("sparse-risk", "k_steps"),
-              ("induction", "L"), ("induction", "mi_chains")}
 
 
-@pytest.mark.parametrize("experiment, name", [
-    pytest.param(e, n, marks=[pytest.mark.xfail(reason="no size guard yet")] if (e, n) in KNOWN_GAPS else [])
-    for e, n in SIZE_KEYS])
+@pytest.mark.parametrize("experiment, name", SIZE_KEYS, ids=[f"{e}.{n}" for e, n in SIZE_KEYS])
 def test_absurd_sizes_are_refused_before_allocation(experiment, name):
     key = registry.EXPERIMENTS[experiment].schema.by_name[name]
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as refused:
         _resolve(experiment, {name: [10**12] if key.type == "ints" else 10**12})
+    message = str(refused.value)  # a memory refusal names the key; others may name a partner
+    assert "\n" not in message and (message.startswith(f"key '{name}'") or "GiB" not in message)
+
+
+@pytest.mark.parametrize("experiment", sorted(registry.EXPERIMENTS))
+def test_defaults_fit_in_a_few_gib(experiment):
+    """The estimates stay usable: every default run is estimated below 4 GiB."""
+    exp = registry.EXPERIMENTS[experiment]
+    assert 0 < total(exp.memory(exp.schema.defaults())) < 4 * GIB
+
+
+@pytest.mark.parametrize("key, value", [("d", 10**6), ("L", 10**6), ("heads", 10**6),
+                                        ("batch", 10**9), ("mc_samples", 10**9),
+                                        ("eval_samples", 10**9)])
+def test_linreg_names_the_key_that_makes_a_run_large(key, value):
+    with pytest.raises(UsageError, match=f"^key '{key}': {key} = {value} needs ~[0-9.e+]+ GiB "
+                       r"\(largest term: [a-zA-Z -]+\), more than the limit [0-9.]+ GiB"):
+        _resolve("linreg", {key: value, "records": 10})
+
+
+def test_the_limit_comes_from_the_environment_and_the_cli_writes_nothing(tmp_path, capsys,
+                                                                        monkeypatch):
+    out = tmp_path / "x.h5"
+    monkeypatch.setenv(ENV, "0.25")  # below the interpreter alone
+    for argv in (["run", "linreg", "--out", str(out)], ["check", "linreg"],
+                 ["sweep", "linreg", "--grid", "heads=1,2", "--out", str(out)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "more than the limit 0.25 GiB (ICLDYN_MEMORY_LIMIT)" in err
+    monkeypatch.setenv(ENV, "lots")
+    assert main(["run", "linreg", "--out", str(out)]) == 2
+    assert f"{ENV}: expected a positive number of GiB, got 'lots'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_sweep_point_is_admitted_before_any_work(tmp_path, capsys):
+    out = tmp_path / "s.h5"
+    code = main(["sweep", "linreg", "--set", "records=10", "--grid", "mc_samples=100,1000000000",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("icldyn: error: key 'mc_samples': mc_samples = 1000000000")
+    assert list(tmp_path.iterdir()) == []
 
 
 MALICIOUS = "__import__('os').system('touch {marker}')"

@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dynamics.sweep import Metric, Sweep, Task, run_sweep
-from dynamics.sweep_plots import _edges, figure, plot_sweep
+from dynamics.sweep_plots import _boundaries, _edges, figure, plot_sweep
 from dynamics.sweep_store import Axis, read_sweep
 
 
@@ -42,3 +42,11 @@ def test_plot_sweep_writes_one_png_per_metric_and_an_overview(tmp_path):
     assert main_panels[0].get_title() == "value   H = 1"
     assert any(ax.collections and len(ax.collections) > 1 for ax in main_panels)  # contour
     plt.close(fig)
+
+
+def test_phase_boundaries_run_along_cell_edges():
+    p = np.array([[0.0, 0.0, 1.0], [0.0, np.nan, 1.0]])  # (ny=2, nx=3)
+    x, y = np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 10.0, 20.0])
+    segments = sorted(map(tuple, (tuple(map(tuple, s)) for s in _boundaries(p, x, y))))
+    # one vertical edge between columns 1 and 2 in row 0; NaN cells draw no boundary
+    assert segments == [((2.0, 0.0), (2.0, 10.0))]

@@ -4,13 +4,20 @@ One run, from the authors' start (w_plus on each head's own offset, C_S = c_init
 - "ode": the symbolic three-stage model (reduced_models/induction.py, docs/induction.md);
 - "population": gradient flow of the simplified network's loss on a fixed Monte-Carlo
   sample of `samples` chains and sequences (the same sample the ode is averaged over);
-- "sgd": the simplified network TF(M, H, d, D), plain SGD on fresh sequences each step.
-All three start at the same point; t = lr x step (G = I). The summary holds the
-chi-square mutual information of every candidate set, S*, and the stage figures.
+- "sgd": the simplified network TF(M, H, d, D), plain SGD on fresh sequences each step;
+- "corrected" (key `corrected`, with flows and SGD): the population flow with SGD's growth
+  of |C| (minibatch noise and edge of stability, reduced_models.induction.SgdSelectorDrift);
+- "full" (`model=full`): the full network (sims/induction/full_network.py), projected onto
+  (w, p, a), trained on the same minibatches as "sgd".
+All start at the same point; t = lr x step (G = I); the schedule is "joint" or
+"sequential" (sims/induction/training.py). The summary holds the chi-square mutual
+information of every candidate set, S*, the stage figures and times; the group
+"generalise" the trained networks' losses at other L and alpha (sims/induction/generalise.py).
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -19,8 +26,6 @@ import torch
 from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.progress import bar
-from dynamics.sgd import train
-from dynamics.times import record_times
 from reduced_models import induction as theory
 from reduced_models.markov import (
     best_set,
@@ -30,11 +35,14 @@ from reduced_models.markov import (
     set_label,
 )
 
-from ..experiment import Experiment, RunResult, comparisons, generator, seeds
+from ..experiment import F64, RUNTIME, Experiment, RunResult, comparisons, generator, seeds
+from .full_network import FullInductionNet, position_law, project_full
+from .generalise import evaluate, limit_predictor, network_predictor
 from .network import SimplifiedInductionNet, project
 from .plots import plot_induction
-from .stages import stage_figures
+from .stages import edge_of_stability, stage_figures
 from .task import make_dataset
+from .training import flow_segments, schedule, total_steps, train_schedule
 
 SCHEMA = Schema((
     Key("vocab", "int", 3, "vocabulary size d", low=2, high=8),
@@ -44,15 +52,40 @@ SCHEMA = Schema((
     Key("heads", "int", 3, "copier heads H (head h starts on offset h; H <= M)", low=1),
     Key("degree", "int", 2, "largest candidate set |S| <= D", low=1),
     Key("alpha", "float", 0.1, "Dirichlet prior of each kernel row", low=0.0, low_open=True),
-    Key("model", "str", "simplified", "network trained by SGD", choices=("simplified",)),
+    Key("model", "str", "simplified", "'simplified': SGD trains the simplified network "
+        "(trajectory sgd); 'full': also the full one (token-dependent Q, K, OV and LayerNorm in "
+        "layer 1; trajectory full)", choices=("simplified", "full")),
+    Key("qk_init", "float", 0.1, "full model: std of the initial Q and K entries", low=0.0),
     Key("loss", "str", "ce", "'ce' true cross-entropy, 'logsoftmax' the authors' variant",
         choices=theory.LOSSES),
-    Key("schedule", "str", "joint", "training schedule (all parameters at once)",
-        choices=("joint",)),
-    Key("lr", "float", 0.1, "SGD learning rate; t = lr x step", low=0.0, low_open=True),
-    Key("batch", "int", 512, "fresh sequences per SGD step", low=1),
-    Key("t_max", "float", 200.0, "gradient-flow time to reach; SGD steps = t_max / lr",
+    Key("schedule", "str", "joint", "'joint': all parameters at once (lr, t_max); "
+        "'sequential': selector, then copier, then classifier, each alone "
+        "(lr_<stage>, t_<stage>)", choices=("joint", "sequential")),
+    Key("lr", "float", 0.1, "SGD learning rate of the joint schedule; t = lr x step",
         low=0.0, low_open=True),
+    Key("batch", "int", 512, "fresh sequences per SGD step", low=1),
+    Key("t_max", "float", 200.0, "joint schedule: gradient-flow time to reach; SGD steps = "
+        "t_max / lr", low=0.0, low_open=True),
+    Key("lr_selector", "float", 0.1, "sequential: learning rate of the selector stage (C)",
+        low=0.0, low_open=True),
+    Key("t_selector", "float", 5.0, "sequential: flow time of the selector stage",
+        low=0.0, low_open=True),
+    Key("lr_copier", "float", 100.0, "sequential: learning rate of the copier stage (layer 1)",
+        low=0.0, low_open=True),
+    Key("t_copier", "float", 20000.0, "sequential: flow time of the copier stage",
+        low=0.0, low_open=True),
+    Key("lr_classifier", "float", 1.0, "sequential: learning rate of the classifier stage (a)",
+        low=0.0, low_open=True),
+    Key("t_classifier", "float", 100.0, "sequential: flow time of the classifier stage",
+        low=0.0, low_open=True),
+    Key("corrected", "bool", True, "with flows and SGD: also the population flow with SGD's "
+        "growth of |C| (trajectory corrected)"),
+    Key("L_test", "ints", [10, 20, 50, 100, 200, 400, 700, 1000], "context lengths at which "
+        "the trained networks are evaluated (group generalise)", low=1),
+    Key("alpha_test", "floats", [0.05, 0.1, 0.2], "priors at which the trained networks are "
+        "evaluated", low=0.0, low_open=True),
+    Key("test_samples", "int", 2000, "sequences per (alpha, L) test point; 0: no evaluation",
+        low=0),
     Key("samples", "int", 4000, "Monte-Carlo sequences of the population loss and the ode "
         "(also the SGD evaluation sample)", low=10),
     Key("mi_chains", "int", 2000, "kernels averaged for the chi-square MI", low=2),
@@ -67,12 +100,14 @@ SCHEMA = Schema((
 ))
 
 MAX_STEPS = 2_000_000
+DRIFT_SAMPLES = 1000  # sequences over which SGD's gradient moments are averaged (`corrected`)
 
 
 class InductionExperiment(Experiment):
     name = "induction"
     description = ("induction heads on n-gram Markov chains: copier/selector/classifier "
-                   "(symbolic three-stage model, population flow, SGD)")
+                   "(symbolic three-stage model, population flow with and without SGD's "
+                   "growth of |C|, SGD on the simplified and the full network)")
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
@@ -85,61 +120,102 @@ class InductionExperiment(Experiment):
             raise UsageError("key 'L': must be at least window and max(parents)")
         if len(set(config["parents"])) != len(config["parents"]):
             raise UsageError("key 'parents': offsets must be distinct")
-        steps = config["t_max"] / config["lr"]
-        if steps > MAX_STEPS:
-            raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} SGD steps exceeds {MAX_STEPS}")
+        for stage in schedule(config):
+            steps = stage.length / stage.lr
+            if steps > MAX_STEPS:
+                key = "t_max" if stage.name == "joint" else f"t_{stage.name}"
+                raise UsageError(f"key '{key}': {steps:.3g} SGD steps exceed {MAX_STEPS}")
+        if config["test_samples"] and min(config["L_test"]) <= max(config["window"],
+                                                                    max(config["parents"])):
+            raise UsageError("key 'L_test': every test length must exceed window and "
+                             "max(parents)")
         size = (config["vocab"] + 1) ** config["window"] * config["vocab"]
         for key in ("samples", "batch"):
             if config[key] * size > 5e7:
                 raise UsageError(f"key '{key}': needs about {8e-9 * config[key] * size:.1f} GB")
 
+    def memory(self, config: dict) -> dict[str, float]:
+        """Peak bytes (float64; V vocab, P = (V + 1)^window patterns, K = V^len(parents)
+        kernel rows, S candidate sets, T = records + 1): per sequence of the Monte-Carlo
+        sample (and, with autograd, of an SGD batch) its tokens and codes 3 (L + 1), its
+        kernel K V and its window counts 4 P V; the losses of all records at once,
+        3 T samples (P + V) (T per stage of the schedule); the chi-square MI table,
+        mi_chains (K V + S); SGD's per-sequence selector gradients (`corrected`),
+        3 S min(samples, DRIFT_SAMPLES) P; a test point of the generalisation, test_samples sequences of
+        max(L_test) + 1 tokens with their window counts."""
+        V, L1 = config["vocab"], config["L"] + 1
+        T = (config["records"] + 1) * (1 if config["schedule"] == "joint" else 3)
+        M = config["window"]
+        P, K = (V + 1) ** M, V ** len(config["parents"])
+        S = sum(math.comb(M, k) for k in range(1, min(config["degree"], M) + 1))
+        per_sequence = 3 * L1 + K * V + 4 * P * V
+        per_test = 3 * (max(config["L_test"]) + 1) + K * V + 4 * P * V
+        return {"runtime": RUNTIME,
+                "Monte-Carlo sample": F64 * config["samples"] * per_sequence,
+                "SGD batch": 3 * F64 * config["batch"] * per_sequence,
+                "losses of all records": 3 * F64 * T * config["samples"] * (P + V),
+                "chi-square MI": F64 * config["mi_chains"] * (K * V + S),
+                "selector gradients": 3 * F64 * S * min(config["samples"], DRIFT_SAMPLES) * P,
+                "test sequences": F64 * config["test_samples"] * per_test}
+
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         V, M, H, D = (config[k] for k in ("vocab", "window", "heads", "degree"))
         parents, variant = tuple(sorted(config["parents"])), config["loss"]
-        seed_mc, seed_sgd, seed_mi = seeds(config["seed"], 3)
+        seed_mc, seed_sgd, seed_mi, seed_full, seed_test = seeds(config["seed"], 5)
         seconds = {}
         start = time.perf_counter()
-        mi = expected_chi2_mi(V, parents, config["alpha"], M, D, config["mi_chains"],
-                              generator(seed_mi), modified=True)
-        mi_standard = expected_chi2_mi(V, parents, config["alpha"], M, D, config["mi_chains"],
-                                       generator(seed_mi), modified=False)
+        mi, mi_standard = chi2_information(config, seed_mi)
         s_star = best_set(mi)
         seconds["chi2_mi"] = time.perf_counter() - start
 
-        sample = make_dataset(config["samples"], V, parents, config["alpha"], config["L"],
-                              generator(seed_mc))
-        counts = theory.WindowCounts.from_tokens(sample.tokens, M, V)
-        sets = candidate_sets(H, D)
-        manifold = theory.manifold(H, M, len(sets))
-        state0 = manifold.pack(theory.standard_start(H, M, len(sets), config["w_plus"],
-                                                     config["w_minus"], config["c_init"],
-                                                     config["a_init"]))
-        t, steps = record_times(config["t_max"], config["lr"], config["records"])
+        setup = FlowSetup(config, seed_mc)
+        stages = schedule(config)
+        grids, masks = flow_segments(stages, setup.manifold, config["records"])
+        selector_lr = next(s.lr for s in stages if "selector" in s.blocks)
         solver = {"rtol": config["rtol"], "atol": config["atol"]}
-        trajs, parts = {}, None
+        trajs, parts, drift = {}, None, None
         if ode:
-            symbolic, parts = theory.three_stage_model(sample.tokens, H, M, V, D, s_star, variant)
-            flows = {"ode": symbolic,
-                     "population": theory.population_model(counts, H, M, V, D, variant)}
-            for name, model in flows.items():
+            symbolic, parts = theory.three_stage_model(setup.sample.tokens, H, M, V, D, s_star,
+                                                       variant)
+            population = theory.population_model(setup.counts, H, M, V, D, variant)
+            flows = {"ode": (symbolic, None), "population": (population, None)}
+            if sgd and config["corrected"]:
+                drift = theory.SgdSelectorDrift(setup.drift_counts, H, M, V, D, variant,
+                                                selector_lr, config["batch"])
+                flows["corrected"] = (population, drift)
+            for name, (model, radial) in flows.items():
                 start = time.perf_counter()
-                with bar(float(t[-1]), f"{name} flow", unit="t") as progress:
-                    def advance(now, progress=progress):
-                        progress.update(now - progress.n)
-                    trajs[name] = theory.integrate_log_selector(model, state0, t, project,
-                                                                on_chunk=advance, **solver)
+                trajs[name] = integrate_named(name, model, setup.state0, grids, masks, radial,
+                                              solver)
                 seconds[name] = time.perf_counter() - start
+            if drift is not None:
+                trajs["corrected"].attrs["radial"] = (
+                    f"d ln|C|/dt of SGD at lr {selector_lr}, batch {config['batch']}: "
+                    "minibatch noise and edge of stability (SgdSelectorDrift)")
+        nets = {}
         if sgd:
             start = time.perf_counter()
-            net = SimplifiedInductionNet(V, M, H, D)
-            net.load(manifold.lift(state0))
-            trajs["sgd"] = self._train(net, config, parents, steps, counts, generator(seed_sgd))
+            nets["sgd"] = SimplifiedInductionNet(V, M, H, D)
+            nets["sgd"].load(setup.manifold.lift(setup.state0))
+            trajs["sgd"] = train_network(nets["sgd"], config, stages, setup.counts,
+                                         lambda: project(nets["sgd"].weights()),
+                                         generator(seed_sgd), "sgd")
             seconds["sgd"] = time.perf_counter() - start
+            if config["model"] == "full":
+                start = time.perf_counter()
+                nets["full"] = FullInductionNet(V, M, H, D)
+                nets["full"].start(setup.manifold.lift(setup.state0), config["qk_init"],
+                                   generator(seed_full))
+                law = position_law(setup.counts)
+                trajs["full"] = train_network(nets["full"], config, stages, setup.counts,
+                                              lambda: project_full(nets["full"], law),
+                                              generator(seed_sgd), "full")
+                seconds["full"] = time.perf_counter() - start
 
-        labels = [set_label(s) for s in sets]
-        a_opt = gih_optimal_a(sample.tokens, s_star, V, variant)
+        labels = [set_label(s) for s in setup.sets]
+        a_opt = gih_optimal_a(setup.sample.tokens, s_star, V, variant)
         a_grid = np.linspace(0.0, max(12.0, 1.5 * a_opt), 61)
-        limit_fn = theory.limit_loss_function(sample.tokens, s_star, V, variant)
+        limit_fn = theory.limit_loss_function(setup.sample.tokens, s_star, V, variant)
         limit = limit_fn._imp_(torch.as_tensor(a_grid)).numpy()
         summary = {
             "chi2_mi": {k: v[0] for k, v in mi.items()},
@@ -152,40 +228,97 @@ class InductionExperiment(Experiment):
         if parts is not None:
             summary["sharp_gains"] = {set_label(k): v for k, v in parts.gains.items()}
         for name, tr in trajs.items():
-            tr.attrs["p_labels"] = labels
+            tr.param_attrs["p"] = {"labels": labels}
             summary[name] = tr.summary()
             summary[name]["stages"] = stage_figures(tr, labels, s_star, summary["chi2_mi"],
                                                     parts.gains if parts else None, a_opt)
+        if "sgd" in trajs:
+            probe = drift or theory.SgdSelectorDrift(setup.drift_counts, H, M, V, D, variant,
+                                                     selector_lr, config["batch"])
+            last = max(i for i, s in enumerate(stages) if "selector" in s.blocks)
+            summary["sgd"]["stages"]["edge_of_stability"] = edge_of_stability(
+                trajs["sgd"], probe, until=sum(s.length for s in stages[: last + 1]))
+        extra = {"limit_loss": {"a": a_grid, "loss": limit}}
+        if nets and config["test_samples"]:
+            start = time.perf_counter()
+            predictors = {name: network_predictor(net, M, V) for name, net in nets.items()}
+            predictors["limit"] = limit_predictor(s_star, float(trajs["sgd"].params["a"][-1]), V)
+            extra["generalise"] = evaluate(predictors, V, parents, config["L_test"],
+                                           config["alpha_test"], config["test_samples"],
+                                           variant, generator(seed_test))
+            summary["generalise"] = {k: v.tolist() for k, v in extra["generalise"].items()}
+            seconds["generalise"] = time.perf_counter() - start
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         summary["comparison"] = comparisons(
-            trajs, [("sgd", "population"), ("ode", "population"), ("sgd", "ode")])
-        extra = {"limit_loss": {"a": a_grid, "loss": limit}}
+            trajs, [("sgd", "population"), ("ode", "population"), ("sgd", "ode"),
+                    ("sgd", "corrected"), ("full", "sgd"), ("full", "population")])
         return RunResult(trajs, summary, extra)
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         return plot_induction(path, run_id, out)
 
-    @staticmethod
-    def _train(net, config, parents, steps, eval_counts, gen):
-        V, M, L, variant = config["vocab"], config["window"], config["L"], config["loss"]
-        optimizer = torch.optim.SGD(net.parameters(), lr=config["lr"])
 
-        def batch_loss(step: int) -> torch.Tensor:
-            batch = make_dataset(config["batch"], V, parents, config["alpha"], L, gen)
-            return net.loss(theory.WindowCounts.from_tokens(batch.tokens, M, V), variant)
+def chi2_information(config: dict, seed: int) -> tuple[dict, dict]:
+    """The modified and the standard chi-square MI of every candidate set of offsets 1..window
+    with |S| <= degree: {label: (mean, stderr)} each, over the same mi_chains kernels."""
+    args = (config["vocab"], tuple(sorted(config["parents"])), config["alpha"],
+            config["window"], config["degree"], config["mi_chains"])
+    return (expected_chi2_mi(*args, generator(seed), modified=True),
+            expected_chi2_mi(*args, generator(seed), modified=False))
 
-        def eval_loss() -> float:
-            return float(net.loss(eval_counts, variant))
 
-        def observe() -> dict[str, np.ndarray]:
-            with torch.no_grad():
-                return {k: v.cpu().numpy() for k, v in project(net.weights()).items()}
+class FlowSetup:
+    """What the flows share: the Monte-Carlo sample (`samples` sequences at L), its window
+    counts (and those of its first DRIFT_SAMPLES sequences, over which SGD's per-sequence
+    selector gradients are averaged), the candidate sets of heads, the manifold and the
+    authors' start state (P,)."""
 
-        with bar(int(steps[-1]), "sgd", unit="step") as progress:
-            traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
-                         on_step=lambda s: progress.update(1), eval_loss=eval_loss)
-        traj.attrs["model"] = (f"simplified TF(M={M}, H={config['heads']}, d={V}, "
-                               f"D={config['degree']}), plain SGD, {config['batch']} fresh "
-                               f"sequences per step; loss on the {len(eval_counts)} "
-                               "Monte-Carlo sequences")
-        return traj
+    def __init__(self, config: dict, seed: int):
+        V, M, H, D = (config[k] for k in ("vocab", "window", "heads", "degree"))
+        self.sample = make_dataset(config["samples"], V, tuple(sorted(config["parents"])),
+                                   config["alpha"], config["L"], generator(seed))
+        self.counts = theory.WindowCounts.from_tokens(self.sample.tokens, M, V)
+        self.drift_counts = theory.WindowCounts.from_tokens(
+            self.sample.tokens[:DRIFT_SAMPLES], M, V)
+        self.sets = candidate_sets(H, D)
+        self.manifold = theory.manifold(H, M, len(self.sets))
+        self.state0 = self.manifold.pack(theory.standard_start(
+            H, M, len(self.sets), config["w_plus"], config["w_minus"], config["c_init"],
+            config["a_init"]))
+
+
+def integrate_named(name: str, model, state0: torch.Tensor, grids: list, masks: list, radial,
+                    solver: dict):
+    """One flow through the schedule's segments (log-selector chart), with a progress bar."""
+    with bar(float(grids[-1][-1]), f"{name} flow", unit="t") as progress:
+        def advance(now, progress=progress):
+            progress.update(max(now - progress.n, 0.0))
+        return theory.integrate_log_selector(model, state0, grids, project, active=masks,
+                                             radial=radial, on_chunk=advance, **solver)
+
+
+def train_network(net, config: dict, stages: list, eval_counts, observe, gen, name: str):
+    """Plain SGD on fresh sequences through the schedule; the loss recorded on eval_counts."""
+    V, M, L, variant = config["vocab"], config["window"], config["L"], config["loss"]
+    parents = tuple(sorted(config["parents"]))
+
+    def batch_loss() -> torch.Tensor:
+        batch = make_dataset(config["batch"], V, parents, config["alpha"], L, gen)
+        return net.loss(theory.WindowCounts.from_tokens(batch.tokens, M, V), variant)
+
+    def eval_loss() -> float:
+        return float(net.loss(eval_counts, variant))
+
+    def read() -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return {k: v.cpu().numpy() for k, v in observe().items()}
+
+    with bar(total_steps(stages), name, unit="step") as progress:
+        traj = train_schedule(net, stages, config["records"], batch_loss, read, eval_loss,
+                              on_step=lambda s: progress.update(1))
+    kind = "simplified" if isinstance(net, SimplifiedInductionNet) else "full"
+    traj.attrs["model"] = (f"{kind} TF(M={M}, H={config['heads']}, d={V}, "
+                           f"D={config['degree']}), plain SGD ({config['schedule']}), "
+                           f"{config['batch']} fresh sequences per step; loss on the "
+                           f"{len(eval_counts)} Monte-Carlo sequences")
+    return traj

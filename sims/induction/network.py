@@ -11,6 +11,8 @@ Parameters (the reduced state, see reduced_models/induction.py):
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -30,6 +32,8 @@ def project(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 class SimplifiedInductionNet(nn.Module):
     """TF(M, H, d, D) with parameters w, C, a (float64 by default), set by `load`."""
+
+    BLOCKS: ClassVar[dict] = {"selector": ("C",), "copier": ("w",), "classifier": ("a",)}
 
     def __init__(self, vocab: int, window: int, heads: int, degree: int, dtype=torch.float64):
         super().__init__()

@@ -13,13 +13,14 @@ import numpy as np
 from dynamics.plots import default_plot_path
 from dynamics.store import read_run
 
-_STYLE = {"ode": "--", "population": "-", "sgd": "o"}
+_STYLE = {"ode": "--", "population": "-", "corrected": ":", "sgd": "o", "full": "x"}
 
 
 def _draw(ax, tr, name, y, color, label):
     keep = tr.t > 0
     if tr.kind == "sgd":
-        ax.plot(tr.t[keep], y[keep], "o", ms=2.5, mfc="none", alpha=0.7, color=color, label=label)
+        ax.plot(tr.t[keep], y[keep], _STYLE.get(name, "o"), ms=2.5, mfc="none", alpha=0.7,
+                color=color, label=label)
     else:
         ax.plot(tr.t[keep], y[keep], _STYLE.get(name, "-"), lw=1.3, color=color, label=label)
 
@@ -31,12 +32,15 @@ def plot_induction(path: str, run_id: str | None = None, out: str | None = None)
     labels = summary.get("p_labels", [])
     star = ",".join(map(str, summary.get("S_star", [])))
     with h5py.File(path, "r") as fh:
-        group = fh["runs"][run_id].get("limit_loss")
+        run = fh["runs"][run_id]
+        group = run.get("limit_loss")
         limit = (group["a"][()], group["loss"][()]) if group is not None else None
+        tests = {k: v[()] for k, v in run["generalise"].items()} if "generalise" in run else None
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     heat = trajs.get("sgd") or trajs.get("population") or next(iter(trajs.values()))
     heads = heat.params["w"].shape[1]
-    fig, axes = plt.subplots(2, max(4, heads), figsize=(4.2 * max(4, heads), 7.2), squeeze=False)
+    columns = max(4, heads + 1)
+    fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.2), squeeze=False)
     ax_p, ax_r, ax_a, ax_l = axes[0][:4]
     for name, tr in trajs.items():
         p = tr.params["p"]
@@ -74,7 +78,9 @@ def plot_induction(path: str, run_id: str | None = None, out: str | None = None)
         ax.set_ylabel("offset k")
         ax.set_title(f"w of head {h + 1} ({'sgd' if 'sgd' in trajs else 'flow'})")
         fig.colorbar(image, ax=ax)
-    for ax in axes[1][heads:]:
+    if tests is not None:
+        _generalisation(axes[1][heads], tests, colors)
+    for ax in axes[1][heads + (tests is not None):]:
         ax.axis("off")
     fig.suptitle(f"{run_id} (induction, status {attrs.get('status')})", fontsize=8)
     fig.tight_layout()
@@ -82,3 +88,24 @@ def plot_induction(path: str, run_id: str | None = None, out: str | None = None)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _generalisation(ax, tests: dict, colors: list) -> None:
+    """Test loss against L, one colour per alpha: networks with +-2 stderr bars, the limiting
+    model (S*, the simplified network's final a) dashed."""
+    names = [k for k in tests if k not in ("alpha", "L", "counted", "limit")
+             and not k.startswith("stderr_")]
+    marks = {"sgd": "o", "full": "x"}
+    for i, alpha in enumerate(tests["alpha"]):
+        color = colors[i % len(colors)]
+        for name in names:
+            ax.errorbar(tests["L"], tests[name][i], yerr=2 * tests[f"stderr_{name}"][i],
+                        fmt=marks.get(name, "s") + "-", ms=3, lw=0.8, capsize=2, color=color,
+                        label=f"{name}, alpha {alpha:g}")
+        ax.plot(tests["L"], tests["limit"][i], "--", lw=1, color=color,
+                label=f"limiting model, alpha {alpha:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("test context length L")
+    ax.set_ylabel("test loss")
+    ax.set_title("generalisation (trained at the run's L, alpha)")
+    ax.legend(fontsize=5, ncol=2)

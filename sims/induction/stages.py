@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from dynamics.trajectory import Trajectory
 from reduced_models.markov import parse_label, set_label
@@ -18,6 +19,34 @@ def selector_clock(traj: Trajectory) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.diff(traj.t) * (rate[1:] + rate[:-1]) / 2)])
 
 
+def half_time(t: np.ndarray, x: np.ndarray) -> float | None:
+    """First time at which x has made half of its change x[-1] - x[0] (linear between
+    records); None if it does not change."""
+    change = x[-1] - x[0]
+    if not np.isfinite(change) or change == 0:
+        return None
+    fraction = (x - x[0]) / change
+    i = int(np.argmax(fraction >= 0.5))
+    if i == 0:
+        return float(t[0])
+    f0, f1 = fraction[i - 1], fraction[i]
+    return float(t[i - 1] + (0.5 - f0) / (f1 - f0) * (t[i] - t[i - 1]))
+
+
+def stage_times(traj: Trajectory, i_star: int, s_star: tuple[int, ...]) -> dict:
+    """Gradient-flow time at which each stage has made half of its change over the run:
+    selector p_S*, copier the largest |w - w(0)| over the heads of S* (heads named by the
+    offset they start on), classifier a; and "order", the stages sorted by that time."""
+    w = traj.params["w"]
+    heads = [h - 1 for h in s_star if h <= w.shape[1]]
+    move = np.abs(w[:, heads] - w[0, heads]).max(axis=(1, 2)) if heads else np.zeros(len(w))
+    times = {"selector": half_time(traj.t, traj.params["p"][:, i_star]),
+             "copier": half_time(traj.t, move),
+             "classifier": half_time(traj.t, traj.params["a"])}
+    known = sorted((t, name) for name, t in times.items() if t is not None)
+    return {**times, "order": [name for _, name in known]}
+
+
 def stage_figures(traj: Trajectory, labels: list[str], s_star: tuple[int, ...],
                   mi: dict[str, float], gains: dict | None, a_optimum: float) -> dict:
     """JSON-able stage figures of a trajectory with params w (T,H,M), p (T,n_sets), a, c_norm.
@@ -28,6 +57,7 @@ def stage_figures(traj: Trajectory, labels: list[str], s_star: tuple[int, ...],
     - copier: per head the largest change of its logits, and the ratio of the largest
       change outside S* to the smallest inside
     - classifier: final a against the limiting model's optimum
+    - stage_times: `stage_times`
     """
     out: dict = {"classifier": {"a_final": float(traj.params["a"][-1]), "a_optimum": a_optimum,
                                 "ratio": float(traj.params["a"][-1] / a_optimum)}}
@@ -58,6 +88,7 @@ def stage_figures(traj: Trajectory, labels: list[str], s_star: tuple[int, ...],
         if gains is not None:
             entry["gain_difference"] = gains[s_star] - gains[parse_label(label)]
         slopes[label] = entry
+    out["stage_times"] = stage_times(traj, i_star, s_star)
     out["selector"] = {
         "t_p_star_above_0.9": t_win,
         "p_star_min_after": float(p[above[0]:, i_star].min()) if len(above) else None,
@@ -66,3 +97,29 @@ def stage_figures(traj: Trajectory, labels: list[str], s_star: tuple[int, ...],
         "c_norm_change": float(traj.params["c_norm"][-1] / traj.params["c_norm"][0] - 1),
     }
     return out
+
+
+def edge_of_stability(traj: Trajectory, drift, until: float = np.inf) -> dict:
+    """How far SGD's |C| follows the edge-of-stability bound |C|^2 >= lr max_T (g_T - g_bar)
+    (reduced_models.induction.SgdSelectorDrift, whose lr, sample and manifold it uses).
+
+    Per record up to time `until` (the end of the last stage that trains C) kappa =
+    2 lr max_T (g_T - g_bar) / |C|^2 (g = dLoss/dp of the population sample at the
+    trajectory's w, p, a): a step is stable along every losing C_T while kappa < 2. Returns
+    kappa's maximum and last value, the last |C|^2 and the bound's largest value (what
+    |C|^2 must have reached to stay stable).
+    """
+    kappas, bounds = [], []
+    last = int(np.flatnonzero(traj.t <= until * (1 + 1e-12))[-1])
+    with torch.no_grad():
+        for i in range(last + 1):
+            c = np.sqrt(traj.params["p"][i]) * traj.params["c_norm"][i]
+            state = drift.manifold.pack({"w": traj.params["w"][i], "C": c,
+                                         "a": traj.params["a"][i:i + 1]})
+            _, excess = drift.per_sequence_gradients(state[None])
+            bound = drift.lr * float(excess.max())
+            bounds.append(bound)
+            kappas.append(2 * bound / traj.params["c_norm"][i] ** 2)
+    return {"kappa_max": float(max(kappas)), "kappa_final": kappas[-1],
+            "c_norm2_final": float(traj.params["c_norm"][last] ** 2),
+            "c_norm2_bound": float(max(bounds))}

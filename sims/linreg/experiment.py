@@ -40,7 +40,17 @@ from dynamics.times import record_times
 from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
 
-from ..experiment import Experiment, RunResult, check_device, comparisons, generator, seeds
+from ..experiment import (
+    F64,
+    RUNTIME,
+    Experiment,
+    RunResult,
+    check_device,
+    comparisons,
+    generator,
+    lift_bytes,
+    seeds,
+)
 from .checks import linreg_checks
 from .network import SoftmaxAttentionRegressor, head_observables, pattern_formed, project
 from .noniso import baseline_risks, cosine_similarity, head_alignment, risk
@@ -77,6 +87,9 @@ SCHEMA = Schema((
         "is measured", low=1),
     Key("records", "int", 150, "log-spaced recording points", low=2, high=100_000),
     Key("rtol", "float", 1e-7, "ODE relative tolerance", low=0.0, low_open=True),
+    Key("population_rtol", "float", 1e-4, "relative tolerance of the Monte-Carlo population "
+        "flow (its sampling error, ~0.5% of the state at 8000 draws, dwarfs the ~1e-4 "
+        "integration error)", low=0.0, low_open=True),
     Key("atol", "float", 1e-9, "ODE absolute tolerance", low=0.0, low_open=True),
     Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
     Key("device", "str", "cpu", "torch device of the network and the flows ('cpu', 'cuda', ...)"),
@@ -84,6 +97,10 @@ SCHEMA = Schema((
 ))
 
 MAX_STEPS = 10_000_000
+# The population flow is integrated in 2 pieces of its output grid, not 8 as the symbolic one
+# (dynamics.ode.integrate, chunks): each piece restarts the adaptive solver, ~10 more
+# evaluations of its costly Monte-Carlo right-hand side.
+POPULATION_CHUNKS = 2
 
 
 class LinregExperiment(Experiment):
@@ -101,11 +118,36 @@ class LinregExperiment(Experiment):
         steps = config["t_max"] / config["lr"]
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} SGD steps exceeds {MAX_STEPS}")
-        floats = config["batch"] * (config["L"] + 1) * (config["d"] + 1) * config["heads"]
-        mc = config["mc_samples"] * config["L"] * (config["d"] + config["heads"])
-        if max(floats, mc) > 2e8:
-            key = "batch" if floats > mc else "mc_samples"
-            raise UsageError(f"key '{key}': needs about {8 * max(floats, mc) / 1e9:.1f} GB per step")
+
+    def memory(self, config: dict) -> dict[str, float]:
+        """Peak bytes (float64 throughout, D = d + 1, L1 = L + 1, T = min(records,
+        t_max / lr) + 1 recorded times):
+        - network: weights (H D^2, x3 factored, + H D) with gradients and two Adam moments;
+        - SGD minibatch: prompts and attention with its autograd graph, 4 x batch L1 (D + H);
+        - evaluation prompts and their forward pass, 3 x eval_samples L1 (D + H);
+        - population flow: the covariate sample mc_samples L1 d, its scores and their
+          blocks 3 mc_samples L (the isotropic loss works block by block); under
+          toeplitz the matrix model's loss instead holds whole tensors, one evaluation
+          with its graph 4 H mc_samples (L + d), and the losses of all records at once
+          (reduced_models.base.integrate_flow) T mc_samples (2 H (L + d) + L + d);
+        - the symbolic lift (sims.experiment.lift_bytes) and the ODE records."""
+        d, L, H, M = config["d"], config["L"], config["heads"], config["mc_samples"]
+        D, L1 = d + 1, L + 1
+        T = min(config["records"], round(config["t_max"] / config["lr"])) + 1
+        matrix = config["covariance"] == "toeplitz"
+        factored = config["param"] == "factored"
+        weights = H * D * D * (3 if factored else 1) + H * D
+        state = H * d * (d + 1) // 2 + H if matrix else H * (4 if factored else 2)
+        whole = (4 * H * (L + d) + T * (2 * H * (L + d) + L + d)) if matrix else 0
+        return {
+            "runtime": RUNTIME,
+            "network": 4 * F64 * weights,
+            "SGD minibatch": 4 * F64 * config["batch"] * L1 * (D + H),
+            "evaluation prompts": 3 * F64 * config["eval_samples"] * L1 * (D + H),
+            "population flow": F64 * M * (L1 * d + 3 * L + whole),
+            "symbolic lift and records": lift_bytes(weights, state)
+            + 16 * F64 * T * (state + H * d * d),
+        }
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         d, L, sigma2, H, param = (config[k] for k in ("d", "L", "sigma2", "heads", "param"))
@@ -152,9 +194,11 @@ class LinregExperiment(Experiment):
                              else theory.balanced_state(d, row["omega"], row["mu"], param))
                     state0 = manifold.pack(state).to(device)
         if ode and flow_start is not None:
-            solver = {"rtol": config["rtol"], "atol": config["atol"]}
             for name, (model, hyper) in flow_models(config, sigma,
                                                     generator(seed_mc, device)).items():
+                solver = {"rtol": config["rtol"], "atol": config["atol"]}
+                if name == "population":
+                    solver.update(rtol=config["population_rtol"], chunks=POPULATION_CHUNKS)
                 start = time.perf_counter()
                 with bar(float(t[-1]), f"{name} flow", unit="t") as progress:
                     def advance(now, progress=progress):

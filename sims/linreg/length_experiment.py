@@ -36,7 +36,16 @@ from dynamics.times import log_steps
 from reduced_models import linreg as theory
 from reduced_models.linreg_theory import plain_gd_risk_at_step
 
-from ..experiment import Experiment, RunResult, check_device, generator, seeds
+from ..experiment import (
+    F64,
+    RUNTIME,
+    Experiment,
+    RunResult,
+    check_device,
+    generator,
+    lift_bytes,
+    seeds,
+)
 from .estimators import risk_curves
 from .linear_attention import NORMALISATIONS, LinearAttentionRegressor, gd_step
 from .network import SoftmaxAttentionRegressor, project
@@ -148,19 +157,33 @@ class LinregLengthExperiment(Experiment):
 
     def validate(self, config: dict) -> None:
         check_device(config["device"])
-        widest = max(max(config["heads"]), config["linear_heads"] if config["linear"] else 1)
-        floats = {
-            "batch": config["batch"] * (config["L"] + 1) * (config["d"] + 1) * widest,
-            "eval_samples": config["eval_samples"] * (config["L"] + 1) * (config["d"] + 1) * widest,
-            "L_test": min(CHUNK, config["samples"]) * (max(config["L_test"]) + 1)
-            * (config["d"] + 1) * widest,
-        }
-        key = max(floats, key=floats.get)
-        if floats[key] > 2e8:
-            raise UsageError(f"key '{key}': needs about {8 * floats[key] / 1e9:.1f} GB at once")
         draws = config["samples"] * sum(L + 1 for L in config["L_test"]) * config["d"]
         if draws > MAX_DRAWS:
             raise UsageError(f"key 'samples': {draws:.3g} covariate draws exceed {MAX_DRAWS:.0e}")
+
+    def memory(self, config: dict) -> dict[str, float]:
+        """Peak bytes (float64, D = d + 1, L1 = L + 1, W = the most heads of a network):
+        - networks: every network's weights (H D^2, x3 factored, + H D) with gradients and
+          two Adam moments, and the symbolic lift of each softmax start;
+        - SGD minibatch with its autograd graph, 4 x batch L1 (D + W);
+        - evaluation prompts and their forward pass, 3 x eval_samples L1 (D + W);
+        - one test chunk of c = min(CHUNK, samples) prompts at max(L_test) + 1 = Lt:
+          3 c Lt d prompts, 2 c Lt D tokens, 4 c W Lt + 2 c W D attention (networks and
+          reduced predictors), 3 c d^2 ridge."""
+        d, L1, D = config["d"], config["L"] + 1, config["d"] + 1
+        specs = network_specs(config).values()
+        widest = max(heads for _, heads in specs)
+        per_head = D * D * (3 if config["param"] == "factored" else 1) + D
+        c, Lt = min(CHUNK, config["samples"]), max(config["L_test"]) + 1
+        return {
+            "runtime": RUNTIME,
+            "networks": sum(4 * F64 * h * per_head + lift_bytes(h * per_head, 4 * h)
+                            for _, h in specs),
+            "SGD minibatch": 4 * F64 * config["batch"] * L1 * (D + widest),
+            "evaluation prompts": 3 * F64 * config["eval_samples"] * L1 * (D + widest),
+            "test chunk": F64 * c * (3 * Lt * d + 2 * Lt * D + 4 * widest * Lt
+                                     + 2 * widest * D + 3 * d * d),
+        }
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         if not sgd:
@@ -214,7 +237,7 @@ class LinregLengthExperiment(Experiment):
         if theory_curves:
             extra["theory"] = {"L_test": L_axis,
                                **{k: np.asarray(v) for k, v in theory_curves.items()}}
-        return RunResult(trajs, summary, extra)
+        return RunResult(trajs, summary, extra, {name: ("L_test",) for name in extra})
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Left: risk against test length (networks +-2 stderr, reduced predictors dashed,

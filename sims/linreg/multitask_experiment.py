@@ -21,7 +21,7 @@ from dynamics.progress import bar
 from dynamics.sgd import train
 from dynamics.times import record_times
 
-from ..experiment import Experiment, RunResult, check_device, generator, seeds
+from ..experiment import F64, RUNTIME, Experiment, RunResult, check_device, generator, seeds
 from .multitask import (
     MultitaskAttention,
     classify_heads,
@@ -71,6 +71,18 @@ class MultitaskExperiment(Experiment):
         steps = config["t_max"] / config["lr"]
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} steps exceeds {MAX_STEPS}")
+
+    def memory(self, config: dict) -> dict[str, float]:
+        """Peak bytes (float64, N tasks, D = d + N, L1 = L + 1): the weights (H D^2 + H D N)
+        with gradients and two Adam moments; the minibatch with its autograd graph,
+        4 x batch L1 (D + H + N); the evaluation prompts and their forward pass,
+        3 x eval_samples L1 (D + H + N)."""
+        H, N = config["heads"], config["tasks"]
+        D, L1 = config["d"] + N, config["L"] + 1
+        return {"runtime": RUNTIME,
+                "network": 4 * F64 * H * D * (D + N),
+                "SGD minibatch": 4 * F64 * config["batch"] * L1 * (D + H + N),
+                "evaluation prompts": 3 * F64 * config["eval_samples"] * L1 * (D + H + N)}
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         if not sgd:

@@ -36,7 +36,7 @@ from reduced_models.linreg_theory import (
     single_head_risk_approx,
 )
 
-from ..experiment import Experiment, RunResult, generator
+from ..experiment import F64, RUNTIME, Experiment, RunResult, generator
 from .estimators import risk_curves
 
 SCHEMA = Schema((
@@ -103,15 +103,22 @@ class LinregRiskExperiment(Experiment):
         if len(config["omega"]) != len(config["mu"]):
             raise UsageError(f"key 'mu': {len(config['mu'])} values for "
                              f"{len(config['omega'])} omega values")
-        floats = min(CHUNK, config["samples"]) * (max(config["L_test"]) + 1) * config["d"]
-        if floats > 2e8:
-            raise UsageError(f"key 'L_test': needs about {8 * floats / 1e9:.1f} GB "
-                             "per chunk of prompts")
         draws = config["samples"] * sum(L + 1 for L in config["L_test"]) * config["d"]
         if draws > MAX_DRAWS:
             raise UsageError(f"key 'samples': {draws:.3g} covariate draws exceed {MAX_DRAWS:.0e}")
         if config["network"] is not None:
             stored_network_point(config["network"], config["d"])
+
+    def memory(self, config: dict) -> dict[str, float]:
+        """Peak bytes of one chunk of c = min(CHUNK, samples) prompts at the longest test
+        length L1 = max(L_test) + 1 (float64): the prompts and their centred copies,
+        3 c L1 d; the estimators on them, c (4 H L1 + 3 d^2 + 4 d) (attention of the H
+        heads, ridge's Gram matrix and its solve)."""
+        d, H = config["d"], max(len(config["omega"]), 1)
+        c, L1 = min(CHUNK, config["samples"]), max(config["L_test"]) + 1
+        return {"runtime": RUNTIME,
+                "prompts of a chunk": 3 * F64 * c * L1 * d,
+                "estimators on a chunk": F64 * c * (4 * H * L1 + 3 * d * d + 4 * d)}
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         d, sigma2, L_test = config["d"], config["sigma2"], config["L_test"]
@@ -134,7 +141,7 @@ class LinregRiskExperiment(Experiment):
             risk[f"stderr_{name}"] = np.asarray(curves["stderr"][name])
         extra = {"risk": risk,
                  "theory": {"L_test": L_axis, **{k: np.asarray(v) for k, v in theory.items()}}}
-        return RunResult({}, summary, extra)
+        return RunResult({}, summary, extra, {"risk": ("L_test",), "theory": ("L_test",)})
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Risk against L: Monte-Carlo points with +-2 stderr bars, closed forms as lines."""

@@ -38,7 +38,17 @@ from dynamics.times import log_steps, record_times
 from reduced_models import sparse as theory
 from reduced_models.base import integrate_flow
 
-from ..experiment import Experiment, RunResult, check_device, comparisons, generator, seeds
+from ..experiment import (
+    F64,
+    RUNTIME,
+    Experiment,
+    RunResult,
+    check_device,
+    comparisons,
+    generator,
+    lift_bytes,
+    seeds,
+)
 from .network import LinearAttentionStack, TransformerShape, build, tokens
 from .task import sample_sparse
 
@@ -112,6 +122,43 @@ class SparseExperiment(Experiment):
         if config["steps"] * config["batch"] * config["n_max"] * config["width"] > 5e11:
             raise UsageError("key 'steps': the training would take hours on a CPU")
 
+    def memory(self, config: dict) -> dict[str, float]:
+        """Peak bytes (float64; n1 = n_max + 1, nt = max(n_test) + 1, nf = n_flow + 1,
+        K layers, H heads, W width, r mlp_ratio, C = d + H + 1 channels of the linear
+        stack, T = records + 1):
+        - networks: the analysed one and its single-head twin, with gradients and two Adam
+          moments (standard: K (4 + 2r) W^2 + (d + 2) W each; linear: 2 K H C^2), and the
+          linear stack trained on the manifold;
+        - training minibatch with its autograd graph, 3 x batch n1 K (F + H n1), F the
+          per-token activations of a layer (standard (10 + 3r) W, linear 3 C);
+        - evaluation grid: every (sigma2_test, n_test) prompt set, eval_samples nt (d + 2)
+          each, and a forward pass, 2 eval_samples nt (F + H nt);
+        - probes: 2 probe_samples n1 ((d + 2) + F + H n1 + 3 (K + 1) R), R the residual
+          width (standard W, linear C): every layer's stream in float64 for least squares;
+        - population flow: mc_samples (nf d + d^2) moments, a loss with its graph
+          4 K mc_samples d, and the losses of all records at once, 3 T K mc_samples d;
+        - flow SGD: 3 x flow_batch nf K (H nf + 3 C); the symbolic lift; the records."""
+        d, K, H, W, r = (config[k] for k in ("d", "layers", "heads", "width", "mlp_ratio"))
+        C, T = d + H + 1, config["records"] + 1
+        n1, nt, nf = config["n_max"] + 1, max(config["n_test"]) + 1, config["n_flow"] + 1
+        linear = config["network"] == "linear"
+        stack = 2 * K * H * C * C
+        net = stack if linear else K * (4 + 2 * r) * W * W + (d + 2) * W
+        F, R = (3 * C, C) if linear else ((10 + 3 * r) * W, W)
+        M, E = config["mc_samples"], config["eval_samples"]
+        sets = len(config["n_test"]) * (len(config["sigma2_test"]) + 1)
+        return {
+            "runtime": RUNTIME,
+            "networks": F64 * (2 * 4 * net + 3 * stack),
+            "training minibatch": 3 * F64 * config["batch"] * n1 * K * (F + H * n1),
+            "evaluation grid": F64 * E * nt * (sets * (d + 2) + 2 * (F + H * nt)),
+            "probes": 2 * F64 * config["probe_samples"] * n1 * (d + 2 + F + H * n1
+                                                                  + 3 * (K + 1) * R),
+            "population flow": F64 * M * (nf * d + d * d + 4 * K * d + 3 * T * K * d),
+            "flow SGD": 3 * F64 * config["flow_batch"] * nf * K * (H * nf + 3 * C),
+            "symbolic lift and records": lift_bytes(stack, H + K - 1) + 16 * F64 * T * (H + K),
+        }
+
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         seed_net, seed_single, seed_train, seed_eval, seed_probe, seed_mc, seed_flow = seeds(
             config["seed"], 7)
@@ -155,7 +202,8 @@ class SparseExperiment(Experiment):
         summary.update({name: tr.summary() for name, tr in trajs.items()})
         summary["comparison"] = comparisons(trajs, [("sgd", "population")])
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-        return RunResult(trajs, summary, extra)
+        axes = {"pruning": ("sigma2_test", "n_test"), "training": ("step",)}
+        return RunResult(trajs, summary, extra, {k: v for k, v in axes.items() if k in extra})
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Heat map of head importance, risk against n (full, pruned, single head; one line

@@ -19,11 +19,19 @@ import numpy as np
 
 from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
+from dynamics.memory import dominant_key
 from dynamics.plots import default_plot_path
 from dynamics.store import open_store
 
-from ..experiment import Experiment, RunResult, check_device, generator
-from .estimators import ESTIMATORS, paired_difference, risk_samples, summarize
+from ..experiment import F64, RUNTIME, Experiment, RunResult, check_device, generator
+from .estimators import (
+    ESTIMATORS,
+    POINTS_1D,
+    POINTS_2D,
+    paired_difference,
+    risk_samples,
+    summarize,
+)
 
 SCHEMA = Schema((
     Key("d", "int", 20, "covariate dimension", low=1),
@@ -39,6 +47,19 @@ SCHEMA = Schema((
     Key("seed", "int", 0, "random seed", low=0),
 ))
 
+# GD steps (d^2 multiply-adds per prompt) of a run: the grid search tunes gd on
+# 2 POINTS_1D and pto on 2 POINTS_2D^2 step sizes, then both are evaluated once.
+MAX_GD_WORK = 1e13
+
+
+def gd_work(config: dict) -> float:
+    """Multiply-adds of the k-step GD runs of gd and pto over all n in n_test."""
+    runs = 2 * POINTS_1D + 2 * POINTS_2D**2
+    per_n = config["k_steps"] * config["d"] ** 2 * (runs * config["tune_trials"]
+                                                    + 2 * config["trials"])
+    return float(len(config["n_test"]) * per_n)
+
+
 # Orderings the theory predicts (THEORY.md C): (better, worse).
 ORDERINGS = (("pto", "gd"), ("pto", "ridge"), ("lasso", "pto"), ("lasso", "ridge_bayes"))
 
@@ -52,9 +73,20 @@ class SparseRiskExperiment(Experiment):
         check_device(config["device"])
         if config["s"] > config["d"]:
             raise UsageError(f"key 's': sparsity {config['s']} exceeds d = {config['d']}")
-        size = max(config["trials"], config["tune_trials"]) * config["d"] ** 2 * max(config["n_test"])
-        if size > 5e8:
-            raise UsageError(f"key 'trials': needs about {8 * size / 1e9:.1f} GB of moments")
+        if gd_work(config) > MAX_GD_WORK:
+            key = dominant_key(lambda c: {"work": gd_work(c)}, config, self.schema.defaults())
+            raise UsageError(f"key '{key}': the GD runs of tuning and evaluation would take "
+                             f"{gd_work(config):.2g} multiply-adds, more than {MAX_GD_WORK:.0e} "
+                             "(hours on a CPU)")
+
+    def memory(self, config: dict) -> dict[str, float]:
+        """Peak bytes at the largest n (float64, P = max(trials, tune_trials) prompts,
+        n1 = max(n_test) + 1): the prompts with OLS's pseudo-inverse and its SVD,
+        6 P n1 d; the moments and the estimators' solves and iterates, 8 P d^2."""
+        d, P = config["d"], max(config["trials"], config["tune_trials"])
+        n1 = max(config["n_test"]) + 1
+        return {"runtime": RUNTIME, "prompts": 6 * F64 * P * n1 * d,
+                "moments": 8 * F64 * P * d * d}
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         d, sigma2 = config["d"], config["sigma2"]
@@ -70,7 +102,7 @@ class SparseRiskExperiment(Experiment):
         for name in ESTIMATORS:
             extra["risk"][f"mean_{name}"] = np.asarray(table["risk"][name])
             extra["risk"][f"stderr_{name}"] = np.asarray(table["stderr"][name])
-        return RunResult({}, table, extra)
+        return RunResult({}, table, extra, {"risk": ("n_test",)})
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Risk against n (log-log), one line per estimator with +-2 stderr bars."""
