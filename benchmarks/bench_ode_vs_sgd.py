@@ -125,7 +125,7 @@ def main():
                          "the cold engine time is build + integration in a fresh process. "
                          "engine_rhs_s is the right-hand side's share of the warm time; the "
                          "rest is the integration machinery (dynamics.ode: torchdiffeq steps, "
-                         "the divergence guard, restarts at its 8 chunks), as "
+                         "the divergence guard, restarts at its 4 chunks), as "
                          "scipy_rk45_same_rhs_s, the same flow on the same right-hand side, shows")
     print_table(result)
 

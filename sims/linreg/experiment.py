@@ -97,7 +97,7 @@ SCHEMA = Schema((
 ))
 
 MAX_STEPS = 10_000_000
-# The population flow is integrated in 2 pieces of its output grid, not 8 as the symbolic one
+# The population flow is integrated in 2 pieces of its output grid, not 4 as the symbolic one
 # (dynamics.ode.integrate, chunks): each piece restarts the adaptive solver, ~10 more
 # evaluations of its costly Monte-Carlo right-hand side.
 POPULATION_CHUNKS = 2
