@@ -37,6 +37,8 @@ from torch import nn
 from reduced_models import induction as theory
 from reduced_models.markov import candidate_sets
 
+from .network import shifted_windows
+
 EPS = 1e-12  # LayerNorm eps: a one-hot row maps to itself up to a relative 1e-12
 COPIER = ("w", "Q", "K", "OV")  # layer-1 attention and values: the copier
 
@@ -141,11 +143,7 @@ class FullInductionNet(nn.Module):
 
         The direct position-by-position definition (reference for `predict_counts`).
         """
-        n, length, _ = inputs.shape
-        M = self.window
-        padded = torch.cat([inputs.new_zeros((n, M, self.vocab)), inputs[:, :-1]], 1)
-        # shifted[:, k-1, i] = x at position i+1-k (1-based position i+1 = 1..L+1)
-        shifted = torch.stack([padded[:, M - k : M - k + length] for k in range(1, M + 1)], 1)
+        shifted = shifted_windows(inputs, self.window)
         queries = torch.einsum("hij,nlj->nhli", self.Q, inputs)
         keys = torch.einsum("hij,nklj->nhkli", self.K, shifted)
         scores = self.w[None, :, :, None] + torch.einsum("nhli,nhkli->nhkl", queries, keys)

@@ -30,6 +30,15 @@ def project(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "c_norm": total[..., 0].sqrt()}
 
 
+def shifted_windows(inputs: torch.Tensor, window: int) -> torch.Tensor:
+    """(n, L + 1, vocab) one-hot inputs -> (n, M, L + 1, vocab), entry [:, k-1, i] the token
+    k positions before position i (0-based; zero before the sequence starts), k = 1..M."""
+    n, length, vocab = inputs.shape
+    padded = torch.cat([inputs.new_zeros((n, window, vocab)), inputs[:, :-1]], 1)
+    return torch.stack([padded[:, window - k : window - k + length]
+                        for k in range(1, window + 1)], 1)
+
+
 class SimplifiedInductionNet(nn.Module):
     """TF(M, H, d, D) with parameters w, C, a (float64 by default), set by `load`."""
 
@@ -58,11 +67,7 @@ class SimplifiedInductionNet(nn.Module):
 
         The direct position-by-position definition (reference for `predict_counts`).
         """
-        n, length, _ = inputs.shape
-        M = self.window
-        padded = torch.cat([inputs.new_zeros((n, M, self.vocab)), inputs[:, :-1]], 1)
-        # shifted[:, k-1, i] = x at position i+1-k (1-based position i+1 = 1..L+1)
-        shifted = torch.stack([padded[:, M - k : M - k + length] for k in range(1, M + 1)], 1)
+        shifted = shifted_windows(inputs, self.window)
         v = torch.einsum("hk,nkie->nhie", torch.softmax(self.w, -1), shifted)
         norm2 = (v**2).sum(-1, keepdim=True)
         u = torch.where(norm2 > 0, v * torch.where(norm2 > 0, norm2, 1.0).rsqrt(), 0.0)
