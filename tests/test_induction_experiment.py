@@ -120,3 +120,26 @@ def test_plot(run, tmp_path):
 def test_bad_config_names_the_key(overrides, key):
     with pytest.raises(UsageError, match=key):
         EXP.validate(EXP.schema.resolve(overrides))
+
+
+def test_fixed_training_set_is_the_only_sgd_data(monkeypatch):
+    """train_size = N: every SGD minibatch is made of rows of one set of N sequences."""
+    from reduced_models import induction as theory
+    seen = []
+    original = theory.WindowCounts.from_tokens
+
+    def spy(tokens, *args, **kwargs):
+        seen.append(tokens.clone())
+        return original(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(theory.WindowCounts, "from_tokens", staticmethod(spy))
+    config = EXP.schema.resolve({"train_size": 6, "batch": 16, "t_max": 0.5, "lr": 0.1,
+                                 "samples": 100, "mi_chains": 50, "records": 5,
+                                 "test_samples": 0, "corrected": False})
+    EXP.validate(config)
+    seen.clear()
+    EXP.run(config, ode=False, sgd=True)
+    batches = [t for t in seen if len(t) == 16]
+    assert len(batches) >= 5  # t_max / lr = 5 steps
+    rows = {tuple(r.tolist()) for t in batches for r in t}
+    assert 1 < len(rows) <= 6

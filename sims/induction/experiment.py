@@ -63,7 +63,9 @@ SCHEMA = Schema((
         "(lr_<stage>, t_<stage>)", choices=("joint", "sequential")),
     Key("lr", "float", 0.1, "SGD learning rate of the joint schedule; t = lr x step",
         low=0.0, low_open=True),
-    Key("batch", "int", 512, "fresh sequences per SGD step", low=1),
+    Key("batch", "int", 512, "sequences per SGD step", low=1),
+    Key("train_size", "int", 0, "0: fresh sequences every SGD step; N > 0: one fixed set of "
+        "N sequences, each step's batch drawn from it uniformly with replacement", low=0),
     Key("t_max", "float", 200.0, "joint schedule: gradient-flow time to reach; SGD steps = "
         "t_max / lr", low=0.0, low_open=True),
     Key("lr_selector", "float", 0.1, "sequential: learning rate of the selector stage (C)",
@@ -142,7 +144,8 @@ class InductionExperiment(Experiment):
         3 T samples (P + V) (T per stage of the schedule); the chi-square MI table,
         mi_chains (K V + S); SGD's per-sequence selector gradients (`corrected`),
         3 S min(samples, DRIFT_SAMPLES) P; a test point of the generalisation, test_samples sequences of
-        max(L_test) + 1 tokens with their window counts."""
+        max(L_test) + 1 tokens with their window counts; a fixed training set, train_size
+        sequences with their kernels."""
         V, L1 = config["vocab"], config["L"] + 1
         T = (config["records"] + 1) * (1 if config["schedule"] == "joint" else 3)
         M = config["window"]
@@ -153,6 +156,7 @@ class InductionExperiment(Experiment):
         return {"runtime": RUNTIME,
                 "Monte-Carlo sample": F64 * config["samples"] * per_sequence,
                 "SGD batch": 3 * F64 * config["batch"] * per_sequence,
+                "fixed training set": F64 * config["train_size"] * (L1 + K * V),
                 "losses of all records": 3 * F64 * T * config["samples"] * (P + V),
                 "chi-square MI": F64 * config["mi_chains"] * (K * V + S),
                 "selector gradients": 3 * F64 * S * min(config["samples"], DRIFT_SAMPLES) * P,
@@ -298,13 +302,20 @@ def integrate_named(name: str, model, state0: torch.Tensor, grids: list, masks: 
 
 
 def train_network(net, config: dict, stages: list, eval_counts, observe, gen, name: str):
-    """Plain SGD on fresh sequences through the schedule; the loss recorded on eval_counts."""
+    """Plain SGD through the schedule, on fresh sequences or minibatches of one fixed set
+    (key train_size); the loss recorded on eval_counts."""
     V, M, L, variant = config["vocab"], config["window"], config["L"], config["loss"]
     parents = tuple(sorted(config["parents"]))
 
+    fixed = (make_dataset(config["train_size"], V, parents, config["alpha"], L, gen).tokens
+             if config["train_size"] else None)
+
     def batch_loss() -> torch.Tensor:
-        batch = make_dataset(config["batch"], V, parents, config["alpha"], L, gen)
-        return net.loss(theory.WindowCounts.from_tokens(batch.tokens, M, V), variant)
+        if fixed is None:
+            tokens = make_dataset(config["batch"], V, parents, config["alpha"], L, gen).tokens
+        else:
+            tokens = fixed[torch.randint(len(fixed), (config["batch"],), generator=gen)]
+        return net.loss(theory.WindowCounts.from_tokens(tokens, M, V), variant)
 
     def eval_loss() -> float:
         return float(net.loss(eval_counts, variant))
@@ -319,6 +330,7 @@ def train_network(net, config: dict, stages: list, eval_counts, observe, gen, na
     kind = "simplified" if isinstance(net, SimplifiedInductionNet) else "full"
     traj.attrs["model"] = (f"{kind} TF(M={M}, H={config['heads']}, d={V}, "
                            f"D={config['degree']}), plain SGD ({config['schedule']}), "
-                           f"{config['batch']} fresh sequences per step; loss on the "
+                           f"{config['batch']} sequences per step from "
+                           f"{config['train_size'] or 'fresh draws'}; loss on the "
                            f"{len(eval_counts)} Monte-Carlo sequences")
     return traj
