@@ -328,9 +328,11 @@ def train_network(net, config: dict, stages: list, eval_counts, observe, gen, na
         traj = train_schedule(net, stages, config["records"], batch_loss, read, eval_loss,
                               on_step=lambda s: progress.update(1))
     kind = "simplified" if isinstance(net, SimplifiedInductionNet) else "full"
+    source = (f"drawn from a fixed set of {config['train_size']}" if config["train_size"]
+              else "fresh")
     traj.attrs["model"] = (f"{kind} TF(M={M}, H={config['heads']}, d={V}, "
                            f"D={config['degree']}), plain SGD ({config['schedule']}), "
-                           f"{config['batch']} sequences per step from "
-                           f"{config['train_size'] or 'fresh draws'}; loss on the "
+                           f"{config['batch']} sequences per step, "
+                           f"{source}; loss on the "
                            f"{len(eval_counts)} Monte-Carlo sequences")
     return traj
