@@ -16,6 +16,7 @@ import numpy as np
 from .store import read_run
 
 _LINESTYLES = ["-", "--", ":", "-."]
+MAX_COLUMNS = 4
 
 
 def default_plot_path(h5_path: str, run_id: str) -> str:
@@ -39,11 +40,17 @@ def plot_run(path: str, run_id: str | None = None, out: str | None = None) -> st
     """Save the figure of a run (default: the newest) as PNG; returns the PNG path."""
     run_id, attrs, trajs = read_run(path, run_id)
     names = list(dict.fromkeys(n for tr in trajs.values() for n in tr.params))
-    panels = names + ["loss"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    shared = [n for n in names if sum(n in tr.params for tr in trajs.values()) > 1]
+    # compared parameters and the loss first, then what only one trajectory records
+    panels = shared + ["loss"] + [n for n in names if n not in shared]
+    cols = min(len(panels), MAX_COLUMNS)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ode_names = [n for n, tr in trajs.items() if tr.kind == "ode"]
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes.flat, panels):
         for tname, tr in trajs.items():
             keep = tr.t > 0
             series = ([("", tr.loss)] if panel == "loss"
