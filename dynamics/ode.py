@@ -15,6 +15,7 @@ over the whole batch would let one member's error hide among the others').
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,6 +64,7 @@ class _Guarded:
         self.bound = bound
         self.budget = budget
         self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.tripped = False  # once anything was bad, every call takes the exact path
         self.evaluations = 0
 
     def __call__(self, t, y):
@@ -70,11 +72,15 @@ class _Guarded:
         if self.evaluations > self.budget:
             raise BudgetSpent(f"{self.budget} right-hand-side evaluations")
         dy = self.rhs(y)
-        # one fused test while all is well; NaN in y fails the comparison too
-        if bool(torch.isfinite(dy).all() & (y.abs().max() <= self.bound)) and not self.frozen.any():
+        # Cheap test while all is well: a sum is finite only if every entry is (an
+        # overflowing sum of finite entries just takes the exact path below); NaN in y
+        # fails the comparison.
+        if (not self.tripped and math.isfinite(float(dy.sum()))
+                and float(y.abs().max()) <= self.bound):
             return dy
         bad = ~torch.isfinite(dy).all(dim=1) | ~(y.abs() <= self.bound).all(dim=1)
         self.frozen |= bad
+        self.tripped = True
         return torch.where(self.frozen[:, None], torch.zeros_like(dy), dy)
 
 
