@@ -37,6 +37,7 @@ from torch import nn
 from reduced_models import induction as theory
 from reduced_models.markov import candidate_sets
 
+from ..weights import NamedWeights
 from .network import shifted_windows
 
 EPS = 1e-12  # LayerNorm eps: a one-hot row maps to itself up to a relative 1e-12
@@ -51,7 +52,7 @@ def _layer_norm(v: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torc
     return scaled * gain.reshape(shape) + bias.reshape(shape)
 
 
-class FullInductionNet(nn.Module):
+class FullInductionNet(NamedWeights):
     """Full TF(M, H, d, D): parameters w (H, M), Q, K, OV (H, d, d), ln_gain, ln_bias (H, d),
     C (n_sets,), a (1,); float64 by default."""
 
@@ -88,14 +89,6 @@ class FullInductionNet(nn.Module):
         for weight in (self.Q, self.K):
             weight.copy_(qk_init * torch.randn(weight.shape, generator=generator,
                                                dtype=weight.dtype))
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        return dict(self.named_parameters())
-
-    @torch.no_grad()
-    def load(self, weights: dict[str, torch.Tensor]) -> None:
-        for name, p in self.named_parameters():
-            p.copy_(torch.as_tensor(weights[name]).reshape(p.shape))
 
     def shares(self) -> torch.Tensor:
         """(n_sets,) p = C^2 / |C|^2."""

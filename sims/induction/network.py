@@ -19,6 +19,8 @@ from torch import nn
 from reduced_models import induction as theory
 from reduced_models.markov import candidate_sets
 
+from ..weights import NamedWeights
+
 
 def project(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The observables of a network or of a lifted reduced state:
@@ -39,7 +41,7 @@ def shifted_windows(inputs: torch.Tensor, window: int) -> torch.Tensor:
                         for k in range(1, window + 1)], 1)
 
 
-class SimplifiedInductionNet(nn.Module):
+class SimplifiedInductionNet(NamedWeights):
     """TF(M, H, d, D) with parameters w, C, a (float64 by default), set by `load`."""
 
     BLOCKS: ClassVar[dict] = {"selector": ("C",), "copier": ("w",), "classifier": ("a",)}
@@ -53,14 +55,6 @@ class SimplifiedInductionNet(nn.Module):
         self.a = nn.Parameter(torch.zeros(1, dtype=dtype))
         self.register_buffer("one_hot", theory.pattern_one_hot(window, vocab).to(dtype),
                              persistent=False)
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        return dict(self.named_parameters())
-
-    @torch.no_grad()
-    def load(self, weights: dict[str, torch.Tensor]) -> None:
-        for name, p in self.named_parameters():
-            p.copy_(torch.as_tensor(weights[name]).reshape(p.shape))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs (n, L + 1, vocab) one-hot with a zero query row -> y_hat (n, vocab).

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..weights import NamedWeights
+
 WEIGHT_SHAPES = {
     "merged": {"KQ": "HDD", "OV": "HD"},
     "factored": {"Q": "HDD", "K": "HDD", "V": "HDD", "O": "HD"},
@@ -97,7 +99,7 @@ def pattern_formed(observed: dict, threshold: float) -> bool:
     return bool(active.any() and all((r > threshold).all() for r in ratios))
 
 
-class SoftmaxAttentionRegressor(nn.Module):
+class SoftmaxAttentionRegressor(NamedWeights):
     """H-head softmax attention predicting the query label.
 
     Args:
@@ -116,14 +118,6 @@ class SoftmaxAttentionRegressor(nn.Module):
             shape = tuple(size[c] for c in dims)
             self.register_parameter(name, nn.Parameter(torch.zeros(shape, dtype=dtype)))
         self.d, self.heads, self.param = d, heads, param
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        return dict(self.named_parameters())
-
-    @torch.no_grad()
-    def load(self, weights: dict[str, torch.Tensor]) -> None:
-        for name, p in self.named_parameters():
-            p.copy_(weights[name])
 
     @torch.no_grad()
     def init_normal(self, std: float, generator: torch.Generator) -> None:
