@@ -24,6 +24,16 @@ def default_plot_path(h5_path: str, run_id: str) -> str:
     return f"{stem}_{run_id}.png"
 
 
+def save_run_figure(fig, path: str, run_id: str, out: str | None = None, dpi: int = 110) -> str:
+    """Lay out, save as PNG (default: next to the HDF5 file) and close a run's figure;
+    returns the PNG path."""
+    fig.tight_layout()
+    out = out or default_plot_path(path, run_id)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def _components(values: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(T, ...) -> [(label suffix, (T,) series)] over all trailing indices (1-indexed)."""
     flat = values.reshape(len(values), -1)
@@ -71,11 +81,7 @@ def plot_run(path: str, run_id: str | None = None, out: str | None = None) -> st
             ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)
     fig.suptitle(_title(run_id, attrs), fontsize=8)
-    fig.tight_layout()
-    out = out or default_plot_path(path, run_id)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_run_figure(fig, path, run_id, out)
 
 
 def _title(run_id: str, attrs: dict) -> str:

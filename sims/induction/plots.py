@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dynamics.plots import default_plot_path
+from dynamics.plots import save_run_figure
 from dynamics.store import read_run
 
 _STYLE = {"ode": "--", "population": "-", "corrected": ":", "sgd": "o", "full": "x"}
@@ -83,11 +83,7 @@ def plot_induction(path: str, run_id: str | None = None, out: str | None = None)
     for ax in axes[1][heads + (tests is not None):]:
         ax.axis("off")
     fig.suptitle(f"{run_id} (induction, status {attrs.get('status')})", fontsize=8)
-    fig.tight_layout()
-    out = out or default_plot_path(path, run_id)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_run_figure(fig, path, run_id, out, dpi=100)
 
 
 def _generalisation(ax, tests: dict, colors: list) -> None:

@@ -28,7 +28,7 @@ import torch
 
 from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
-from dynamics.plots import default_plot_path
+from dynamics.plots import save_run_figure
 from dynamics.progress import bar
 from dynamics.sgd import train
 from dynamics.store import open_store, read_run
@@ -279,8 +279,4 @@ class LinregLengthExperiment(Experiment):
         ax_train.set_xlabel("step")
         ax_train.set_ylabel("loss on fixed prompts at the training length")
         ax_train.legend(fontsize=6)
-        fig.tight_layout()
-        out = out or default_plot_path(path, run_id)
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return save_run_figure(fig, path, run_id, out)

@@ -27,7 +27,7 @@ import numpy as np
 
 from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
-from dynamics.plots import default_plot_path
+from dynamics.plots import save_run_figure
 from dynamics.store import open_store, read_run
 from reduced_models.linreg_theory import (
     bayes_risk_proportional,
@@ -172,8 +172,4 @@ class LinregRiskExperiment(Experiment):
         ax.set_title(f"{run_id}: +-2 stderr; lines: exact GD risks, large-L single head, "
                      "proportional Bayes", fontsize=8)
         ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
-        out = out or default_plot_path(path, run_id)
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return save_run_figure(fig, path, run_id, out)

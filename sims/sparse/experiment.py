@@ -30,7 +30,7 @@ import torch
 
 from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
-from dynamics.plots import default_plot_path
+from dynamics.plots import save_run_figure
 from dynamics.progress import bar
 from dynamics.sgd import train
 from dynamics.store import open_store, read_run
@@ -257,11 +257,7 @@ class SparseExperiment(Experiment):
             ax.legend(fontsize=6, ncol=2)
         fig.suptitle(f"{run_id} ({attrs.get('experiment')}, status {attrs.get('status')})",
                      fontsize=9)
-        fig.tight_layout()
-        out = out or default_plot_path(path, run_id)
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return save_run_figure(fig, path, run_id, out)
 
 
 # ---------------------------------------------------------------------------

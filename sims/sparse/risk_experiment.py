@@ -20,7 +20,7 @@ import numpy as np
 from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.memory import dominant_key
-from dynamics.plots import default_plot_path
+from dynamics.plots import save_run_figure
 from dynamics.store import open_store
 
 from ..experiment import F64, RUNTIME, Experiment, RunResult, check_device, generator
@@ -128,11 +128,7 @@ class SparseRiskExperiment(Experiment):
         ax.set_ylabel("risk sigma2 + |beta_hat - beta|^2")
         ax.set_title(f"{run_id}: tuned estimators, +-2 stderr", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        out = out or default_plot_path(path, run_id)
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return save_run_figure(fig, path, run_id, out)
 
 
 def ordering(samples, better: str, worse: str) -> dict:
