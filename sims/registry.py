@@ -11,13 +11,14 @@ from .linreg.length_experiment import LinregLengthExperiment
 from .linreg.multitask_experiment import MultitaskExperiment
 from .linreg.risk_experiment import LinregRiskExperiment
 from .sparse.experiment import SparseExperiment
+from .sparse.flow_experiment import SparseFlowExperiment
 from .sparse.risk_experiment import SparseRiskExperiment
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (LinregExperiment(), LinregRiskExperiment(), LinregLengthExperiment(),
               MultitaskExperiment(), SparseExperiment(), SparseRiskExperiment(),
-              InductionExperiment())
+              SparseFlowExperiment(), InductionExperiment())
 }
 
 

@@ -1,4 +1,4 @@
-"""Experiments `sparse-risk` and `sparse`: contracts, importance and pruning on a known network."""
+"""Experiments `sparse-risk`, `sparse` and `sparse-flow`: contracts, importance and pruning on a known network."""
 
 import json
 
@@ -12,7 +12,7 @@ from sims.registry import get
 from sims.sparse.experiment import analyse, normalise_within_layers, pattern_verdict
 from sims.sparse.network import LinearAttentionStack, TransformerShape
 
-RISK, SPARSE = get("sparse-risk"), get("sparse")
+RISK, SPARSE, FLOW = get("sparse-risk"), get("sparse"), get("sparse-flow")
 
 
 def resolve(exp, **overrides):
@@ -85,12 +85,18 @@ def test_normalisation_and_verdict():
 def test_small_sparse_run_stores_everything(tmp_path):
     config = resolve(SPARSE, d=6, layers=2, heads=2, width=8, steps=20, batch=16,
                      n_min=4, n_max=8, n_test=[4, 8], sigma2_test=[0.25], eval_samples=100,
-                     probe_samples=30, t_max=0.5, lr=5e-4, records=8, mc_samples=200,
-                     flow_batch=64, n_flow=8)
+                     probe_samples=30)
     result = SPARSE.run(config)
     summary = result.summary
     assert np.array(summary["head_importance"]).shape == (2, 2)
     assert np.array(summary["pruning"]["risk"]["pruned"]).shape == (1, 2)
+    assert set(result.extra) == {"importance", "pruning", "probes", "training"}
+
+
+def test_small_sparse_flow_run_starts_both_sides_at_one_point():
+    config = resolve(FLOW, d=6, layers=2, heads=2, t_max=0.5, lr=5e-4, records=8,
+                     mc_samples=200, flow_batch=64, n_flow=8)
+    result = FLOW.run(config)
     pop, sgd = result.trajectories["population"], result.trajectories["sgd"]
     assert np.array_equal(pop.t, sgd.t)
     # both sides start at the same point
@@ -98,4 +104,3 @@ def test_small_sparse_run_stores_everything(tmp_path):
         np.testing.assert_allclose(pop.params[name][0], sgd.params[name][0], rtol=1e-12)
     assert sgd.params["off_manifold"][0] < 1e-12
     assert pop.loss[-1] < pop.loss[0]
-    assert set(result.extra) == {"importance", "pruning", "probes", "training"}

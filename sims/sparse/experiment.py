@@ -13,11 +13,10 @@ One run
    for all three);
 4. probes each layer's residual stream linearly (least squares with a bias,
    fitted and scored on separate prompts) for the reweighted features
-   r * x (r = (1/n) X^T y), reporting R^2;
-5. integrates the reduced model (reduced_models/sparse.py: layer-1 scales
-   alpha_h, step sizes eta_l) as `population` and trains the linear stack
-   by SGD from the lift of the same start as `sgd`, read through the same
-   metric projection; t = lr x step.
+   r * x (r = (1/n) X^T y), reporting R^2.
+
+The reduced flow against SGD on the linear stack is its own experiment,
+`sparse-flow` (sims/sparse/flow_experiment.py).
 """
 
 from __future__ import annotations
@@ -34,9 +33,7 @@ from dynamics.plots import save_run_figure
 from dynamics.progress import bar
 from dynamics.sgd import train
 from dynamics.store import open_store, read_run
-from dynamics.times import log_steps, record_times
-from reduced_models import sparse as theory
-from reduced_models.base import integrate_flow
+from dynamics.times import log_steps
 
 from ..experiment import (
     F64,
@@ -44,9 +41,7 @@ from ..experiment import (
     Experiment,
     RunResult,
     check_device,
-    comparisons,
     generator,
-    lift_bytes,
     seeds,
 )
 from .network import LinearAttentionStack, TransformerShape, build, tokens
@@ -79,23 +74,6 @@ SCHEMA = Schema((
         "importance is >= this", low=0.0, high=1.0),
     Key("dominance", "float", 0.5, "a later layer has 'one dominant head' when every other "
         "normalised importance is <= this", low=0.0, high=1.0),
-    Key("lr", "float", 5e-4, "SGD learning rate of the linear stack on the reduced manifold; "
-        "t = lr x step", low=0.0, low_open=True),
-    Key("t_max", "float", 2.0, "gradient-flow time of the reduced comparison", low=0.0,
-        low_open=True),
-    Key("records", "int", 40, "log-spaced records of the reduced comparison", low=2),
-    Key("n_flow", "int", 16, "context length of the reduced comparison", low=1),
-    Key("flow_batch", "int", 256, "prompts per SGD step of the linear stack", low=1),
-    Key("mc_samples", "int", 2000, "prompts of the Monte-Carlo population loss", low=2),
-    Key("init_alpha", "float", 0.5, "start of every layer-1 scale alpha_h (alpha = 0 is "
-        "stationary in alpha)", low=0.0, low_open=True),
-    Key("init_eta", "float", 0.02, "start of every step size eta_l"),
-    Key("freeze_values", "bool", True, "keep the linear stack's OV at the lift (only KQ trains); "
-        "with one parameter per head the value maps are constants of the lift"),
-    Key("kq_label_free", "bool", True, "hold the label row and column of the linear stack's "
-        "KQ at 0 during SGD (the lift has none; free, they make SGD unstable at these lr)"),
-    Key("rtol", "float", 1e-6, "ODE relative tolerance", low=0.0, low_open=True),
-    Key("atol", "float", 1e-8, "ODE absolute tolerance", low=0.0, low_open=True),
     Key("device", "str", "cpu", "torch device"),
     Key("seed", "int", 0, "random seed", low=0),
 ))
@@ -104,7 +82,7 @@ SCHEMA = Schema((
 class SparseExperiment(Experiment):
     name = "sparse"
     description = ("multi-head transformers on sparse regression: head importance, pruning, "
-                   "probes, preprocess-then-optimize flow vs SGD")
+                   "probes")
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
@@ -123,47 +101,37 @@ class SparseExperiment(Experiment):
             raise UsageError("key 'steps': the training would take hours on a CPU")
 
     def memory(self, config: dict) -> dict[str, float]:
-        """Peak bytes (float64; n1 = n_max + 1, nt = max(n_test) + 1, nf = n_flow + 1,
-        K layers, H heads, W width, r mlp_ratio, C = d + H + 1 channels of the linear
-        stack, T = records + 1):
+        """Peak bytes (float64; n1 = n_max + 1, nt = max(n_test) + 1, K layers, H heads,
+        W width, r mlp_ratio, C = d + H + 1 channels of the linear stack):
         - networks: the analysed one and its single-head twin, with gradients and two Adam
-          moments (standard: K (4 + 2r) W^2 + (d + 2) W each; linear: 2 K H C^2), and the
-          linear stack trained on the manifold;
+          moments (standard: K (4 + 2r) W^2 + (d + 2) W each; linear: 2 K H C^2);
         - training minibatch with its autograd graph, 3 x batch n1 K (F + H n1), F the
           per-token activations of a layer (standard (10 + 3r) W, linear 3 C);
         - evaluation grid: every (sigma2_test, n_test) prompt set, eval_samples nt (d + 2)
           each, and a forward pass, 2 eval_samples nt (F + H nt);
         - probes: 2 probe_samples n1 ((d + 2) + F + H n1 + 3 (K + 1) R), R the residual
-          width (standard W, linear C): every layer's stream in float64 for least squares;
-        - population flow: mc_samples (nf d + d^2) moments, a loss with its graph
-          4 K mc_samples d, and the losses of all records at once, 3 T K mc_samples d;
-        - flow SGD: 3 x flow_batch nf K (H nf + 3 C); the symbolic lift; the records."""
+          width (standard W, linear C): every layer's stream in float64 for least squares."""
         d, K, H, W, r = (config[k] for k in ("d", "layers", "heads", "width", "mlp_ratio"))
-        C, T = d + H + 1, config["records"] + 1
-        n1, nt, nf = config["n_max"] + 1, max(config["n_test"]) + 1, config["n_flow"] + 1
+        C = d + H + 1
+        n1, nt = config["n_max"] + 1, max(config["n_test"]) + 1
         linear = config["network"] == "linear"
-        stack = 2 * K * H * C * C
-        net = stack if linear else K * (4 + 2 * r) * W * W + (d + 2) * W
+        net = 2 * K * H * C * C if linear else K * (4 + 2 * r) * W * W + (d + 2) * W
         F, R = (3 * C, C) if linear else ((10 + 3 * r) * W, W)
-        M, E = config["mc_samples"], config["eval_samples"]
+        E = config["eval_samples"]
         sets = len(config["n_test"]) * (len(config["sigma2_test"]) + 1)
         return {
             "runtime": RUNTIME,
-            "networks": F64 * (2 * 4 * net + 3 * stack),
+            "networks": F64 * 2 * 4 * net,
             "training minibatch": 3 * F64 * config["batch"] * n1 * K * (F + H * n1),
             "evaluation grid": F64 * E * nt * (sets * (d + 2) + 2 * (F + H * nt)),
             "probes": 2 * F64 * config["probe_samples"] * n1 * (d + 2 + F + H * n1
                                                                   + 3 * (K + 1) * R),
-            "population flow": F64 * M * (nf * d + d * d + 4 * K * d + 3 * T * K * d),
-            "flow SGD": 3 * F64 * config["flow_batch"] * nf * K * (H * nf + 3 * C),
-            "symbolic lift and records": lift_bytes(stack, H + K - 1) + 16 * F64 * T * (H + K),
         }
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
-        seed_net, seed_single, seed_train, seed_eval, seed_probe, seed_mc, seed_flow = seeds(
-            config["seed"], 7)
-        device = config["device"]
-        trajs, summary, extra, seconds = {}, {}, {}, {}
+        # the first five of the seven seeds the run drew when it held the reduced flow too
+        seed_net, seed_single, seed_train, seed_eval, seed_probe = seeds(config["seed"], 5)
+        summary, extra, seconds = {}, {}, {}
         if sgd:
             start = time.perf_counter()
             shape = TransformerShape(config["d"], config["layers"], config["heads"],
@@ -177,48 +145,24 @@ class SparseExperiment(Experiment):
             summary.update(analysis.summary)
             extra.update(analysis.extra)
             extra["training"] = curve
-        manifold = theory.manifold(config["d"], config["layers"], config["heads"])
-        state0 = manifold.pack(theory.start_state(config["heads"], config["layers"],
-                                                  config["init_alpha"], config["init_eta"]))
-        t, steps = record_times(config["t_max"], config["lr"], config["records"])
-        if ode:
-            start = time.perf_counter()
-            pop = sample_sparse(config["mc_samples"], config["n_flow"], config["d"], config["s"],
-                                config["sigma2"], generator(seed_mc, device))
-            model = theory.population_model(config["d"], config["layers"], config["heads"],
-                                            theory.PromptSample(pop.x, pop.y, pop.beta,
-                                                                config["sigma2"]))
-            with bar(float(t[-1]), "population flow", unit="t") as progress:
-                (trajs["population"],) = integrate_flow(
-                    model, state0, t, {}, reduced_observables(manifold), rtol=config["rtol"], atol=config["atol"],
-                    on_chunk=lambda now: progress.update(now - progress.n))
-            seconds["population"] = time.perf_counter() - start
-        if sgd:
-            start = time.perf_counter()
-            trajs["sgd"] = train_on_manifold(manifold, state0, steps,
-                                             reduced_observables(manifold, True), config,
-                                             seed_flow)
-            seconds["sgd"] = time.perf_counter() - start
-        summary.update({name: tr.summary() for name, tr in trajs.items()})
-        summary["comparison"] = comparisons(trajs, [("sgd", "population")])
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         axes = {"pruning": ("sigma2_test", "n_test"), "training": ("step",)}
-        return RunResult(trajs, summary, extra, {k: v for k, v in axes.items() if k in extra})
+        return RunResult({}, summary, extra, {k: v for k, v in axes.items() if k in extra})
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Heat map of head importance, risk against n (full, pruned, single head; one line
-        style per noise level), and the reduced parameters and loss of population vs sgd."""
+        style per noise level)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        run_id, attrs, trajs = read_run(path, run_id)
+        run_id, attrs, _ = read_run(path, run_id)
         with open_store(path) as fh:
             run = fh["runs"][run_id]
             data = {g: {k: v[()] for k, v in run[g].items()}
                     for g in ("importance", "pruning") if g in run}
-        fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
         if "importance" in data:
             imp = data["importance"]["normalised"]
             image = axes[0].imshow(imp, cmap="viridis", vmin=min(0.0, imp.min()), vmax=1.0)
@@ -241,20 +185,6 @@ class SparseExperiment(Experiment):
             axes[1].set_xlabel("n")
             axes[1].set_title("risk E(y_hat - y_q)^2, +-2 stderr", fontsize=9)
             axes[1].legend(fontsize=6)
-        for tname, tr in trajs.items():
-            keep = tr.t > 0
-            marker = {"ls": "none", "marker": "o", "ms": 2.5, "mfc": "none"} if tr.kind == "sgd" else {}
-            for k, label in enumerate(("alpha", "eta")):
-                values = tr.params[label].reshape(len(tr.t), -1)
-                for j in range(values.shape[1]):
-                    axes[2].plot(tr.t[keep], values[keep, j], color=f"C{k * 5 + j}",
-                                 label=f"{tname} {label}[{j + 1}]", **marker)
-            axes[3].plot(tr.t[keep], tr.loss[keep], label=tname, **marker)
-        for ax, title in ((axes[2], "reduced parameters"), (axes[3], "loss")):
-            ax.set_xscale("log")
-            ax.set_xlabel("t = lr x step")
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=6, ncol=2)
         fig.suptitle(f"{run_id} ({attrs.get('experiment')}, status {attrs.get('status')})",
                      fontsize=9)
         return save_run_figure(fig, path, run_id, out)
@@ -305,60 +235,6 @@ def train_network(shape: TransformerShape, config: dict, seed_init: int, seed_da
     if traj.status != "complete":
         raise UsageError(f"key 'net_lr': training of the H={shape.heads} network diverged")
     return net, {"step": traj.step, "risk": traj.loss}
-
-
-def train_on_manifold(manifold, state0, steps, observe, config, seed):
-    """SGD of the linear stack from the lift of state0, recorded through `observe`."""
-    device = config["device"]
-    shape = TransformerShape(config["d"], config["layers"], config["heads"])
-    net = LinearAttentionStack(shape).to(device)
-    net.load({k: v.to(device) for k, v in manifold.lift(state0).items()})
-    net.OV.requires_grad_(not config["freeze_values"])
-    if config["kq_label_free"]:
-        keep = torch.ones_like(net.KQ)
-        keep[..., -1, :] = 0.0
-        keep[..., :, -1] = 0.0
-        net.KQ.register_hook(lambda grad: grad * keep)
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config["lr"])
-    gen = generator(seed, device)
-
-    def batch_loss(step: int) -> torch.Tensor:
-        batch = sample_sparse(config["flow_batch"], config["n_flow"], config["d"], config["s"],
-                              config["sigma2"], gen, device=device)
-        return ((net(tokens(batch)) - batch.yq) ** 2).mean()
-
-    def read() -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            return {k: v.cpu().numpy() for k, v in observe(net.weights()).items()}
-
-    with bar(int(steps[-1]), "linear stack sgd", unit="step") as progress:
-        traj = train(net, batch_loss, optimizer, steps, read, config["lr"],
-                     on_step=lambda s: progress.update(1))
-    traj.attrs["model"] = (f"linear-attention stack, SGD batch {config['flow_batch']}, "
-                           f"{'values frozen' if config['freeze_values'] else 'all weights'}; "
-                           "minibatch loss")
-    return traj
-
-
-def reduced_observables(manifold, off_manifold: bool = False):
-    """Weights -> alpha (H,), eta (layers - 1,) by the metric projection onto the manifold;
-    with off_manifold, also |W - lift(projection)| / |W| over all KQ and OV entries (the
-    network side only: on a flow it is 0 by construction)."""
-
-    def observe(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        weights = {k: weights[k].to(torch.float64) for k in manifold.weight_shapes}
-        state = manifold.project(weights)
-        out = manifold.unpack(state)
-        if off_manifold:
-            back = manifold.lift(state)
-            lead = state.shape[:-1]
-            gap = sum(((weights[k] - back[k]) ** 2).reshape(*lead, -1).sum(-1) for k in back)
-            norm = sum((weights[k] ** 2).reshape(*lead, -1).sum(-1) for k in back)
-            out["off_manifold"] = (gap / norm).sqrt()
-        return out
-
-    return observe
 
 
 # ---------------------------------------------------------------------------
