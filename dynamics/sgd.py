@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
+from . import checkpoint
 from .trajectory import Trajectory
 
 
@@ -20,6 +21,8 @@ def train(
     on_step: Callable[[int], None] | None = None,
     eval_loss: Callable[[], float] | None = None,
     loss_bound: float = 1e10,
+    name: str | None = None,
+    generators: Sequence[torch.Generator] = (),
 ) -> Trajectory:
     """Run optimizer steps 0 .. record_steps[-1] - 1, recording at record_steps.
 
@@ -36,6 +39,10 @@ def train(
       fixed evaluation sample, smoother than the minibatch loss); same shape
       as batch_loss
     - loss_bound: a loss above it counts as divergence
+    - name: names this training within its run; when the run checkpoints
+      (dynamics.checkpoint), the training saves its state under this name and resumes
+      from it, bit-identical to an uninterrupted run
+    - generators: every random stream batch_loss draws from (saved in checkpoints)
 
     Returns an "sgd" Trajectory with t = time_per_step x step and the minibatch
     loss (or eval_loss) at each recorded step, (T,) or (T, K) for an ensemble
@@ -47,7 +54,35 @@ def train(
     wanted = set(record_steps.tolist())
     steps, losses, params = [], [], []
     status = "complete"
-    for step in range(last + 1):
+    plan = checkpoint.active() if name is not None else None
+    first, done = 0, False
+
+    def snapshot(step: int, finished: bool) -> dict:
+        return {"step": step, "done": finished, "status": status,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "generators": [g.get_state() for g in generators],
+                "torch_rng": torch.get_rng_state(),
+                "steps": steps, "losses": losses, "params": params}
+
+    saved = checkpoint.load(plan, name) if plan is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for gen, state in zip(generators, saved["generators"], strict=True):
+            gen.set_state(state)
+        torch.set_rng_state(saved["torch_rng"])
+        steps, losses, params = saved["steps"], saved["losses"], saved["params"]
+        status, first, done = saved["status"], saved["step"], saved["done"]
+        if on_step is not None:
+            for step in range(first):
+                on_step(step)
+    clock = checkpoint.Clock()
+    for step in range(first, last + 1):
+        if done:
+            break
+        if plan is not None and step > first and plan.due(step, clock.since()):
+            checkpoint.save(plan, name, snapshot(step, False))
+            clock.reset()
         loss = batch_loss(step)
         value = loss.detach().cpu().numpy().astype(np.float64)
         if not np.isfinite(value).all() or np.abs(value).max() > loss_bound:
@@ -72,6 +107,8 @@ def train(
         optimizer.step()
         if on_step is not None:
             on_step(step)
+    if plan is not None and not done:
+        checkpoint.save(plan, name, snapshot(last, True))
     names = params[0].keys() if params else observe().keys()
     stacked = {n: np.stack([p[n] for p in params]) if params else np.zeros((0,)) for n in names}
     steps_arr = np.asarray(steps, dtype=np.int64)

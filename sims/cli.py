@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 
 import torch
 
-from dynamics import store
+from dynamics import checkpoint, store
 from dynamics.config import load_toml, parse_assignments
 from dynamics.errors import UsageError
 from dynamics.plots import plot_run
@@ -101,11 +102,15 @@ def cmd_run(args) -> dict:
     out = args.out or os.path.join("data", f"{exp.name}.h5")
     store.check_writable(out)
     start = time.perf_counter()
-    result = exp.run(config, ode=not args.no_ode, sgd=not args.no_sgd)
+    key = checkpoint.run_key(exp.name, config, {"ode": not args.no_ode, "sgd": not args.no_sgd})
+    with checkpoint.checkpointing(out, key, config.get("checkpoint_every", 0)):
+        result = exp.run(config, ode=not args.no_ode, sgd=not args.no_sgd)
     run_id = store.write_run(out, exp.name, config, config["seed"], result.trajectories,
                              result.status, result.summary, result.extra, result.axes)
+    checkpoint.discard(out, key)
     summary = {"experiment": exp.name, "run_id": run_id, "file": out, "status": result.status,
-               "seed": config["seed"], "wall_seconds": round(time.perf_counter() - start, 3)}
+               "seed": config["seed"], "wall_seconds": round(time.perf_counter() - start, 3),
+               "command": shlex.join(["icldyn", *sys.argv[1:]]), "config": config}
     if not args.no_plot and (result.trajectories or result.extra):
         summary["plot"] = exp.plot(out, run_id)
     summary.update(result.summary)

@@ -8,11 +8,15 @@ import numpy as np
 import torch
 
 from dynamics.compare import compare
-from dynamics.config import Schema
+from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.memory import check_memory
 from dynamics.plots import plot_run
 from dynamics.trajectory import Trajectory
+
+CHECKPOINT_EVERY = Key(
+    "checkpoint_every", "int", 0, "optimiser steps between checkpoints of a training, kept "
+    "beside the output file until the run is stored (0: every 60 s of wall time)", low=0)
 
 
 @dataclass

@@ -4,13 +4,22 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dynamics.store import read_run
 from reduced_models import sparse as rs
 from sims.cli import main
 from sims.registry import get
-from sims.sparse.experiment import analyse, normalise_within_layers, pattern_verdict
+from sims.sparse.experiment import (
+    analyse,
+    eval_risk,
+    normalise_within_layers,
+    pattern_verdict,
+    probe_r2,
+    probe_targets,
+)
 from sims.sparse.network import LinearAttentionStack, TransformerShape
+from sims.sparse.task import sample_sparse
 
 RISK, SPARSE, FLOW = get("sparse-risk"), get("sparse"), get("sparse-flow")
 
@@ -51,26 +60,72 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, exp, key, value):
     assert f"'{key}'" in capsys.readouterr().err and not out.exists()
 
 
+def lifted_stack(d, layers, heads, alpha, eta):
+    man = rs.manifold(d, layers, heads)
+    net = LinearAttentionStack(TransformerShape(d, layers, heads))
+    net.load(man.lift(man.pack(rs.start_state(heads, layers, alpha, eta))))
+    return net
+
+
 def test_importance_and_pruning_of_the_lifted_stack():
     """Ground truth: at the lift only head 1 of later layers has weights (its masking rise is
     the only nonzero one there, the others are exactly 0), every layer-1 head feeds the GD
-    kernel (all rises nonzero), and pruning keeps exactly the lifted heads (risk unchanged)."""
+    kernel (all rises nonzero), and pruning keeps exactly the lifted heads (risk unchanged).
+    The single-head comparison is a separate network, read as it is."""
     d, layers, heads = 6, 3, 3
     config = resolve(SPARSE, d=d, layers=layers, heads=heads, width=12, n_test=[6, 12],
-                     sigma2_test=[0.25], eval_samples=400, probe_samples=60)
-    man = rs.manifold(d, layers, heads)
-    net = LinearAttentionStack(TransformerShape(d, layers, heads))
-    net.load(man.lift(man.pack(rs.start_state(heads, layers, 0.3, 0.1))))
-    result = analyse(net, net, config, seed_eval=1, seed_probe=2)
+                     sigma2_test=[0.25], eval_samples=400, probe_samples=60, format="concat",
+                     network="linear")
+    net = lifted_stack(d, layers, heads, 0.3, 0.1)
+    single = lifted_stack(d, layers, 1, 0.5, 0.05)
+    result = analyse(net, single, config, seed_eval=1, seed_probe=2)
     rise = np.array(result.summary["importance_rise"])
     assert (rise[0] != 0).all()
     assert (rise[1:, 0] > 0).all() and (rise[1:, 1:] == 0).all()
     assert result.summary["pattern"]["later_one_head_dominates"]
     assert result.summary["pruning"]["kept_heads"] == [[1, 1, 1], [1, 0, 0], [1, 0, 0]]
     pruning = result.summary["pruning"]["risk"]
-    assert pruning["pruned"] == pruning["full"] == pruning["single_head"]
+    assert pruning["pruned"] == pruning["full"]
+    # the single-head network's own risk on the same prompts, not the analysed one's
+    gen = torch.Generator().manual_seed(1)
+    grid = [sample_sparse(400, n, d, config["s"], 0.25, gen) for n in (6, 12)]
+    assert pruning["single_head"][0] == [eval_risk(single, b)[0] for b in grid]
+    assert pruning["single_head"] != pruning["full"]
+    assert result.summary["risk_single_head"] == pruning["single_head"][0]
     probes = result.summary["probe_r2"]
-    assert len(probes) == layers + 1 and all(p <= 1 for p in probes)
+    assert len(probes["features"]) == len(probes["gd_iterate"]) == layers + 1
+
+
+def test_probe_finds_a_planted_feature_and_not_an_absent_one():
+    """A residual stream holding r * x by construction (rotated, plus noise channels) gives
+    R^2 > 0.9; one holding x and y but not their product gives a small R^2."""
+    gen = torch.Generator().manual_seed(0)
+    halves = [sample_sparse(300, 16, 6, 2, 0.25, gen) for _ in range(2)]
+    rotation = torch.linalg.qr(torch.randn(14, 14, generator=gen, dtype=torch.float64))[0]
+    planted, absent, targets = [], [], []
+    for b in halves:
+        (_, feats), _ = probe_targets(b, "concat", 2)
+        x_all = torch.cat([b.x, b.xq[:, None]], 1)
+        y_all = torch.cat([b.y, torch.zeros_like(b.yq)[:, None]], 1)[..., None]
+        noise = torch.randn(*x_all.shape[:2], 7, generator=gen, dtype=torch.float64)
+        held = torch.cat([feats, y_all, noise], -1) @ rotation
+        planted.append(held.reshape(-1, 14))
+        absent.append((torch.cat([x_all, y_all, noise], -1) @ rotation).reshape(-1, 14))
+        targets.append(feats.reshape(-1, 6))
+    assert probe_r2(planted[0], targets[0], planted[1], targets[1]) > 0.9
+    assert probe_r2(absent[0], targets[0], absent[1], targets[1]) < 0.2
+
+
+def test_probe_targets_of_the_interleaved_format_see_only_earlier_examples():
+    """At x_i the feature target uses r over the examples before i: the direct sum."""
+    b = sample_sparse(3, 5, 4, 2, 0.25, torch.Generator().manual_seed(3))
+    (pos, feats), gd = probe_targets(b, "interleaved", 3)
+    assert pos.tolist() == [2, 4, 6, 8, 10]
+    for i in range(1, 6):  # x_{i+1}, the last being the query
+        r = sum(b.y[:, j, None] * b.x[:, j] for j in range(i)) / i
+        x = b.xq if i == 5 else b.x[:, i]
+        torch.testing.assert_close(feats[:, i - 1], r * x, rtol=1e-12, atol=1e-12)
+    assert [q for q, _ in gd] == [10] * 4
 
 
 def test_normalisation_and_verdict():
@@ -85,12 +140,15 @@ def test_normalisation_and_verdict():
 def test_small_sparse_run_stores_everything(tmp_path):
     config = resolve(SPARSE, d=6, layers=2, heads=2, width=8, steps=20, batch=16,
                      n_min=4, n_max=8, n_test=[4, 8], sigma2_test=[0.25], eval_samples=100,
-                     probe_samples=30)
+                     probe_samples=30, reference_trials=50)
     result = SPARSE.run(config)
     summary = result.summary
     assert np.array(summary["head_importance"]).shape == (2, 2)
     assert np.array(summary["pruning"]["risk"]["pruned"]).shape == (1, 2)
     assert set(result.extra) == {"importance", "pruning", "probes", "training"}
+    assert summary["verdict"] in ("appears", "does not appear")
+    assert summary["converged"] == (summary["risk_full"][-1]
+                                    <= 1.5 * summary["reference_risk"]["pto"])
 
 
 def test_small_sparse_flow_run_starts_both_sides_at_one_point():

@@ -41,6 +41,7 @@ from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
 
 from ..experiment import (
+    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -94,6 +95,7 @@ SCHEMA = Schema((
     Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
     Key("device", "str", "cpu", "torch device of the network and the flows ('cpu', 'cuda', ...)"),
     Key("seed", "int", 0, "random seed (sampling, init, Monte-Carlo sample)", low=0),
+    CHECKPOINT_EVERY,
 ))
 
 MAX_STEPS = 10_000_000
@@ -248,7 +250,8 @@ class LinregExperiment(Experiment):
 
         with bar(int(steps[-1]), "sgd", unit="step") as progress:
             traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
-                         on_step=lambda s: progress.update(1), eval_loss=eval_loss)
+                         on_step=lambda s: progress.update(1), eval_loss=eval_loss,
+                         name="sgd", generators=[gen])
         traj.attrs["model"] = (f"{net.param} network, {config['optimizer']}, batch {config['batch']}; "
                                f"loss on {config['eval_samples']} fixed prompts")
         return traj

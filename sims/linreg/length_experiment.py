@@ -37,6 +37,7 @@ from reduced_models import linreg as theory
 from reduced_models.linreg_theory import plain_gd_risk_at_step
 
 from ..experiment import (
+    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -77,6 +78,7 @@ SCHEMA = Schema((
     Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
     Key("device", "str", "cpu", "torch device of the networks ('cpu', 'cuda', ...)"),
     Key("seed", "int", 0, "random seed (starts, minibatches, evaluation prompts)", low=0),
+    CHECKPOINT_EVERY,
 ))
 
 CHUNK = 5_000  # test prompts evaluated at once
@@ -129,7 +131,7 @@ def train_network(net, config: dict, gen: torch.Generator, eval_batch, desc: str
     with bar(config["steps"], desc, unit="step") as progress:
         traj = train(net, batch_loss, optimizer, log_steps(config["steps"], config["records"]),
                      observe, config["lr"], on_step=lambda s: progress.update(1),
-                     eval_loss=eval_loss)
+                     eval_loss=eval_loss, name=desc.replace(" ", "_"), generators=[gen])
     traj.attrs["model"] = (f"{type(net).__name__} ({net.param}, H={net.heads}), "
                            f"{config['optimizer']} lr {config['lr']}, batch {config['batch']}, "
                            f"trained at L={L}; loss on {config['eval_samples']} fixed prompts")

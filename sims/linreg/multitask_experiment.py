@@ -21,7 +21,16 @@ from dynamics.progress import bar
 from dynamics.sgd import train
 from dynamics.times import record_times
 
-from ..experiment import F64, RUNTIME, Experiment, RunResult, check_device, generator, seeds
+from ..experiment import (
+    CHECKPOINT_EVERY,
+    F64,
+    RUNTIME,
+    Experiment,
+    RunResult,
+    check_device,
+    generator,
+    seeds,
+)
 from .multitask import (
     MultitaskAttention,
     classify_heads,
@@ -54,6 +63,7 @@ SCHEMA = Schema((
     Key("sgd_dtype", "str", "float32", "network dtype", choices=("float32", "float64")),
     Key("device", "str", "cpu", "torch device ('cpu', 'cuda', ...)"),
     Key("seed", "int", 0, "random seed (init, sampling)", low=0),
+    CHECKPOINT_EVERY,
 ))
 
 MAX_STEPS = 10_000_000
@@ -117,7 +127,8 @@ class MultitaskExperiment(Experiment):
         with bar(int(steps[-1]), "sgd", unit="step") as progress:
             traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
                          on_step=lambda s: progress.update(1),
-                         eval_loss=lambda: float(task_losses().sum()))
+                         eval_loss=lambda: float(task_losses().sum()), name="sgd",
+                         generators=[gen])
         traj.attrs["model"] = (f"{H}-head attention, {len(supports)} outputs, "
                                f"{config['optimizer']}, batch {config['batch']}; loss summed "
                                f"over tasks on {config['eval_samples']} fixed prompts")

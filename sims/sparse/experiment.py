@@ -1,19 +1,24 @@
-"""Experiment `sparse`: head utilisation and preprocess-then-optimize (THEORY.md C).
+"""Experiment `sparse`: head utilisation of trained transformers on sparse regression
+(docs/sparse.md).
 
 One run
-1. trains a multi-layer multi-head network (`network`: standard softmax
-   blocks or the linear-attention stack) and a single-head one of the same
-   size, on prompts with n drawn uniformly from [n_min, n_max] each step;
-2. measures head importance: the rise of the risk E (y_hat - y_q)^2 when one
-   head is masked, per layer and head, normalised within a layer by the
-   largest rise (the top head of a layer has 1);
-3. prunes: all heads of layer 1, only the top head of each later layer, and
-   compares its risk with the full and the single-head network at each n in
-   n_test and noise level in sigma2_test (fixed evaluation prompts, the same
-   for all three);
-4. probes each layer's residual stream linearly (least squares with a bias,
-   fitted and scored on separate prompts) for the reweighted features
-   r * x (r = (1/n) X^T y), reporting R^2.
+1. trains a multi-layer multi-head network and, unless `single_head` is off, a
+   separately trained single-head one of the same width. `format=interleaved`
+   (default): a GPT-2-style decoder on the tokens x_1, y_1, ..., x_n, y_n, x_q with
+   causal attention and the loss at every x token (each predicts its y from the
+   examples before it), n = n_max per step, optionally with a curriculum over d and n.
+   `format=concat`: one token (x_i, y_i) per example, the loss at the query only,
+   n uniform in [n_min, n_max] per step;
+2. measures head importance: the rise of the risk E (y_hat - y_q)^2 when one head is
+   masked, per layer and head, normalised within a layer by the largest rise;
+3. prunes: all heads of layer 1, only the top head of each later layer, and compares
+   its risk with the full and the single-head network at each n in n_test and noise
+   level in sigma2_test (the same fixed evaluation prompts for all three);
+4. probes each residual stream linearly for the preprocessed features r * x and for
+   the GD iterate (`probe_r2`);
+5. measures the tuned preprocess-then-optimize estimator of `sparse-risk` at n_max
+   on the same task: the network has converged when its risk is at most
+   `converged_ratio` times that one.
 
 The reduced flow against SGD on the linear stack is its own experiment,
 `sparse-flow` (sims/sparse/flow_experiment.py).
@@ -21,6 +26,7 @@ The reduced flow against SGD on the linear stack is its own experiment,
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -36,6 +42,7 @@ from dynamics.store import open_store, read_run
 from dynamics.times import log_steps
 
 from ..experiment import (
+    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -44,38 +51,59 @@ from ..experiment import (
     generator,
     seeds,
 )
-from .network import LinearAttentionStack, TransformerShape, build, tokens
-from .task import sample_sparse
+from .estimators import risk_samples, summarize
+from .network import TransformerShape, build, labels
+from .task import SparseBatch, sample_sparse
 
 SCHEMA = Schema((
     Key("d", "int", 16, "covariate dimension", low=1),
     Key("s", "int", 3, "sparsity of beta (random support, N(0,1) values)", low=0),
     Key("sigma2", "float", 0.25, "label-noise variance of training", low=0.0),
-    Key("n_min", "int", 8, "smallest training context length (uniform per step)", low=1),
+    Key("format", "str", "interleaved", "tokens: 'interleaved' (x and y tokens, causal "
+        "attention, loss at every x token) or 'concat' (one (x, y) token per example, loss "
+        "at the query)", choices=("interleaved", "concat")),
+    Key("n_min", "int", 8, "smallest training context length, uniform per step (concat)",
+        low=1),
     Key("n_max", "int", 32, "largest training context length", low=1),
+    Key("curriculum_d_start", "int", 0, "interleaved: train first with x zero beyond this "
+        "many coordinates, one more every curriculum_interval steps (0: no curriculum)",
+        low=0),
+    Key("curriculum_n_start", "int", 0, "interleaved: train first with this many examples, "
+        "two more every curriculum_interval steps (0: no curriculum)", low=0),
+    Key("curriculum_interval", "int", 2000, "steps between curriculum increments", low=1),
     Key("n_test", "ints", [8, 16, 24, 32], "context lengths of the pruning comparison", low=1),
     Key("sigma2_test", "floats", [0.0, 0.25, 1.0], "noise levels of the pruning comparison",
         low=0.0),
     Key("network", "str", "standard", "network analysed: 'standard' (softmax, MLP, LayerNorm) "
-        "or 'linear' (linear-attention stack)", choices=("standard", "linear")),
+        "or 'linear' (linear-attention stack, concat format)", choices=("standard", "linear")),
     Key("layers", "int", 3, "layers", low=2),
     Key("heads", "int", 4, "heads per layer", low=1),
     Key("width", "int", 32, "residual width of the standard network (divisible by heads)", low=1),
-    Key("mlp_ratio", "int", 2, "MLP hidden width / width (standard network)", low=1),
+    Key("mlp_ratio", "int", 4, "MLP hidden width / width (standard network)", low=1),
     Key("init_std", "float", 0.02, "weight std of the linear stack at random init", low=0.0,
         low_open=True),
+    Key("single_head", "bool", True, "also train the single-head network of the comparison"),
     Key("optimizer", "str", "adam", "optimiser of the analysed networks", choices=("adam", "sgd")),
-    Key("net_lr", "float", 2e-3, "learning rate of the analysed networks", low=0.0, low_open=True),
+    Key("net_lr", "float", 1e-3, "peak learning rate of the analysed networks", low=0.0,
+        low_open=True),
+    Key("lr_schedule", "str", "cosine", "'constant', or 'cosine': linear warm-up over the "
+        "first 2% of steps, then cosine decay to 0", choices=("constant", "cosine")),
     Key("steps", "int", 2000, "training steps of the analysed networks", low=1),
     Key("batch", "int", 64, "prompts per step (fresh each step)", low=1),
     Key("eval_samples", "int", 2000, "fixed evaluation prompts per (n, noise) point", low=2),
-    Key("probe_samples", "int", 400, "prompts to fit the probes (as many again to score)", low=2),
+    Key("probe_samples", "int", 1000, "prompts to fit the probes (as many again to score)",
+        low=2),
     Key("importance_floor", "float", 0.2, "layer 1 'all heads matter' when every normalised "
         "importance is >= this", low=0.0, high=1.0),
     Key("dominance", "float", 0.5, "a later layer has 'one dominant head' when every other "
         "normalised importance is <= this", low=0.0, high=1.0),
+    Key("converged_ratio", "float", 1.5, "the network has converged when its risk at n_max is "
+        "at most this times the tuned preprocess-then-optimize risk", low=1.0),
+    Key("reference_trials", "int", 2000, "prompts of the preprocess-then-optimize reference "
+        "(as many again to tune it); 0 skips it", low=0),
     Key("device", "str", "cpu", "torch device"),
     Key("seed", "int", 0, "random seed", low=0),
+    CHECKPOINT_EVERY,
 ))
 
 
@@ -97,54 +125,77 @@ class SparseExperiment(Experiment):
         if config["network"] == "standard" and config["width"] % config["heads"]:
             raise UsageError(f"key 'width': {config['width']} is not divisible by heads = "
                              f"{config['heads']}")
-        if config["steps"] * config["batch"] * config["n_max"] * config["width"] > 5e11:
-            raise UsageError("key 'steps': the training would take hours on a CPU")
+        if config["format"] == "interleaved":
+            if config["network"] != "standard":
+                raise UsageError("key 'network': the interleaved format trains the standard "
+                                 "network; use format=concat for the linear stack")
+            if max(config["n_test"]) > config["n_max"]:
+                raise UsageError(f"key 'n_test': {max(config['n_test'])} exceeds n_max = "
+                                 f"{config['n_max']}, the longest prompt with learned positions")
+            if 0 < config["curriculum_d_start"] < config["s"]:
+                raise UsageError(f"key 'curriculum_d_start': {config['curriculum_d_start']} "
+                                 f"coordinates cannot hold s = {config['s']} nonzero entries")
+        tokens = 2 * config["n_max"] + 1 if config["format"] == "interleaved" else config["n_max"]
+        if config["steps"] * config["batch"] * tokens * config["width"] > 1e12:
+            raise UsageError("key 'steps': the training would take days on a CPU")
 
     def memory(self, config: dict) -> dict[str, float]:
-        """Peak bytes (float64; n1 = n_max + 1, nt = max(n_test) + 1, K layers, H heads,
-        W width, r mlp_ratio, C = d + H + 1 channels of the linear stack):
+        """Peak bytes (float64; T tokens of the longest prompt: 2 n_max + 1 interleaved,
+        n_max + 1 concat; Tt those of max(n_test); K layers, H heads, W width, r mlp_ratio,
+        C = d + H + 1 channels of the linear stack):
         - networks: the analysed one and its single-head twin, with gradients and two Adam
-          moments (standard: K (4 + 2r) W^2 + (d + 2) W each; linear: 2 K H C^2);
-        - training minibatch with its autograd graph, 3 x batch n1 K (F + H n1), F the
+          moments (standard: K (4 + 2r) W^2 + (d + 2 + T) W each; linear: 2 K H C^2);
+        - training minibatch with its autograd graph, 3 x batch T K (F + H T), F the
           per-token activations of a layer (standard (10 + 3r) W, linear 3 C);
-        - evaluation grid: every (sigma2_test, n_test) prompt set, eval_samples nt (d + 2)
-          each, and a forward pass, 2 eval_samples nt (F + H nt);
-        - probes: 2 probe_samples n1 ((d + 2) + F + H n1 + 3 (K + 1) R), R the residual
-          width (standard W, linear C): every layer's stream in float64 for least squares."""
+        - evaluation grid: every (sigma2_test, n_test) prompt set, eval_samples Tt (d + 2)
+          each, and a forward pass, 2 eval_samples Tt (F + H Tt);
+        - probes: 2 probe_samples T ((d + 2) + F + H T + 3 (K + 1) R), R the residual
+          width (standard W, linear C): every layer's stream in float64 for least squares;
+        - the preprocess-then-optimize reference: 14 reference_trials (n_max + 1) d^2."""
         d, K, H, W, r = (config[k] for k in ("d", "layers", "heads", "width", "mlp_ratio"))
         C = d + H + 1
-        n1, nt = config["n_max"] + 1, max(config["n_test"]) + 1
+        interleaved = config["format"] == "interleaved"
+        T = 2 * config["n_max"] + 1 if interleaved else config["n_max"] + 1
+        Tt = 2 * max(config["n_test"]) + 1 if interleaved else max(config["n_test"]) + 1
         linear = config["network"] == "linear"
-        net = 2 * K * H * C * C if linear else K * (4 + 2 * r) * W * W + (d + 2) * W
+        net = 2 * K * H * C * C if linear else K * (4 + 2 * r) * W * W + (d + 2 + T) * W
         F, R = (3 * C, C) if linear else ((10 + 3 * r) * W, W)
         E = config["eval_samples"]
         sets = len(config["n_test"]) * (len(config["sigma2_test"]) + 1)
         return {
             "runtime": RUNTIME,
             "networks": F64 * 2 * 4 * net,
-            "training minibatch": 3 * F64 * config["batch"] * n1 * K * (F + H * n1),
-            "evaluation grid": F64 * E * nt * (sets * (d + 2) + 2 * (F + H * nt)),
-            "probes": 2 * F64 * config["probe_samples"] * n1 * (d + 2 + F + H * n1
-                                                                  + 3 * (K + 1) * R),
+            "training minibatch": 3 * F64 * config["batch"] * T * K * (F + H * T),
+            "evaluation grid": F64 * E * Tt * (sets * (d + 2) + 2 * (F + H * Tt)),
+            "probes": 2 * F64 * config["probe_samples"] * T * (d + 2 + F + H * T
+                                                               + 3 * (K + 1) * R),
+            "reference": 14 * F64 * config["reference_trials"] * (config["n_max"] + 1) * d * d,
         }
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
-        # the first five of the seven seeds the run drew when it held the reduced flow too
-        seed_net, seed_single, seed_train, seed_eval, seed_probe = seeds(config["seed"], 5)
-        summary, extra, seconds = {}, {}, {}
-        if sgd:
+        if not sgd:
+            raise UsageError("sparse trains networks; it cannot run with --no-sgd")
+        seed_net, seed_single, seed_train, seed_eval, seed_probe, seed_ref = seeds(
+            config["seed"], 6)
+        seconds = {}
+        start = time.perf_counter()
+        shape = TransformerShape(config["d"], config["layers"], config["heads"],
+                                 config["width"], config["mlp_ratio"])
+        net, curve = train_network(shape, config, seed_net, seed_train, "full")
+        single = None
+        if config["single_head"] and config["heads"] > 1:
+            single, _ = train_network(replace(shape, heads=1), config, seed_single, seed_train,
+                                      "single_head")
+        seconds["networks"] = time.perf_counter() - start
+        start = time.perf_counter()
+        analysis = analyse(net, single, config, seed_eval, seed_probe)
+        seconds["analysis"] = time.perf_counter() - start
+        summary, extra = analysis.summary, analysis.extra
+        extra["training"] = curve
+        if config["reference_trials"]:
             start = time.perf_counter()
-            shape = TransformerShape(config["d"], config["layers"], config["heads"],
-                                     config["width"], config["mlp_ratio"])
-            net, curve = train_network(shape, config, seed_net, seed_train)
-            single, _ = train_network(replace(shape, heads=1), config, seed_single, seed_train)
-            seconds["networks"] = time.perf_counter() - start
-            start = time.perf_counter()
-            analysis = analyse(net, single, config, seed_eval, seed_probe)
-            seconds["analysis"] = time.perf_counter() - start
-            summary.update(analysis.summary)
-            extra.update(analysis.extra)
-            extra["training"] = curve
+            summary.update(convergence(summary["risk_full"][-1], config, seed_ref))
+            seconds["reference"] = time.perf_counter() - start
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         axes = {"pruning": ("sigma2_test", "n_test"), "training": ("step",)}
         return RunResult({}, summary, extra, {k: v for k, v in axes.items() if k in extra})
@@ -194,47 +245,112 @@ class SparseExperiment(Experiment):
 # Training
 
 
-def eval_risk(net, batch, head_mask=None) -> tuple[float, float]:
+def eval_risk(net, batch: SparseBatch, head_mask=None) -> tuple[float, float]:
     """Mean and standard error of (y_hat - y_q)^2 over a batch of prompts."""
     with torch.no_grad():
-        err = (net(tokens(batch), head_mask) - batch.yq) ** 2
+        err = (net(net.encode(batch), head_mask) - batch.yq) ** 2
     return err.mean().item(), (err.std() / err.numel() ** 0.5).item()
 
 
-def train_network(shape: TransformerShape, config: dict, seed_init: int, seed_data: int):
-    """Train a network of `shape` (config 'network', 'optimizer', 'net_lr', 'steps', 'batch').
+def curriculum(step: int, config: dict) -> tuple[int, int]:
+    """(coordinates of x in use, examples per prompt) at a training step of the interleaved
+    format: d and n_max without a curriculum; otherwise the starts, plus one coordinate and
+    two examples every curriculum_interval steps, up to d and n_max."""
+    grown = step // config["curriculum_interval"]
+    d_used = min(config["d"], config["curriculum_d_start"] + grown) \
+        if config["curriculum_d_start"] else config["d"]
+    n_used = min(config["n_max"], config["curriculum_n_start"] + 2 * grown) \
+        if config["curriculum_n_start"] else config["n_max"]
+    return d_used, n_used
 
-    Each step draws `batch` fresh prompts with one n uniform in [n_min, n_max]. Returns the
-    network and its training curve {"step", "risk"}: the risk at log-spaced steps on fixed
-    prompts with n = n_max.
+
+def sample_truncated(batch: int, n: int, d_used: int, config: dict, gen: torch.Generator,
+                     dtype: torch.dtype) -> SparseBatch:
+    """Prompts in dimension d whose x (and beta) are zero beyond the first d_used
+    coordinates (the curriculum's smaller problems in the full network's input)."""
+    b = sample_sparse(batch, n, d_used, config["s"], config["sigma2"], gen, dtype=dtype,
+                      device=config["device"])
+    pad = config["d"] - d_used
+    if pad == 0:
+        return b
+    wide = torch.nn.functional.pad
+    return SparseBatch(x=wide(b.x, (0, pad)), y=b.y, xq=wide(b.xq, (0, pad)), yq=b.yq,
+                       beta=wide(b.beta, (0, pad)), support=wide(b.support, (0, pad)))
+
+
+def learning_rate(step: int, config: dict) -> float:
+    """net_lr, or with the cosine schedule: linear warm-up over 2% of the steps, then
+    cosine decay to 0 at the last step."""
+    peak, total = config["net_lr"], config["steps"]
+    if config["lr_schedule"] == "constant":
+        return peak
+    warm = max(1, total // 50)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def train_network(shape: TransformerShape, config: dict, seed_init: int, seed_data: int,
+                  name: str):
+    """Train a network of `shape` (config 'format', 'network', 'optimizer', 'net_lr',
+    'lr_schedule', 'steps', 'batch'); `name` names its checkpoint.
+
+    interleaved: each step draws `batch` prompts of n_max examples (or the curriculum's
+    n and d), the loss is the mean squared error of the predictions at all x tokens.
+    concat: each step draws one n uniform in [n_min, n_max], the loss is at the query.
+    Returns the network and its training curve {"step", "risk"}: the query risk at
+    log-spaced steps on fixed prompts with n = n_max.
     """
     device = config["device"]
     torch.manual_seed(seed_init)
-    net = build(config["network"], shape).to(device)
-    if isinstance(net, LinearAttentionStack):
+    net = build(config["network"], shape, token_format=config["format"],
+                max_points=config["n_max"] + 1).to(device)
+    if config["network"] == "linear":
         net.init_normal(config["init_std"], generator(seed_init, device))
     dtype = next(net.parameters()).dtype
     opt_class = torch.optim.Adam if config["optimizer"] == "adam" else torch.optim.SGD
     optimizer = opt_class(net.parameters(), lr=config["net_lr"])
     gen = generator(seed_data, device)
-    draw = {"d": config["d"], "s": config["s"], "sigma2": config["sigma2"], "dtype": dtype,
-            "device": device}
-    probe = sample_sparse(config["eval_samples"], config["n_max"], generator=generator(seed_data + 1,
-                          device), **draw)
+    probe = sample_sparse(config["eval_samples"], config["n_max"], config["d"], config["s"],
+                          config["sigma2"], generator(seed_data + 1, device), dtype=dtype,
+                          device=device)
+    interleaved = config["format"] == "interleaved"
 
     def batch_loss(step: int) -> torch.Tensor:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        if interleaved:
+            d_used, n = curriculum(step, config)
+            batch = sample_truncated(config["batch"], n, d_used, config, gen, dtype)
+            return ((net.predict_all(net.encode(batch)) - labels(batch)) ** 2).mean()
         n = int(torch.randint(config["n_min"], config["n_max"] + 1, (1,), generator=gen,
                               device=device))
-        batch = sample_sparse(config["batch"], n, generator=gen, **draw)
-        return ((net(tokens(batch)) - batch.yq) ** 2).mean()
+        batch = sample_sparse(config["batch"], n, config["d"], config["s"], config["sigma2"],
+                              gen, dtype=dtype, device=device)
+        return ((net(net.encode(batch)) - batch.yq) ** 2).mean()
 
-    with bar(config["steps"], f"{config['network']} H={shape.heads}", unit="step") as progress:
+    with bar(config["steps"], f"{config['format']} H={shape.heads}", unit="step") as progress:
         traj = train(net, batch_loss, optimizer, log_steps(config["steps"], 30), dict,
                      1.0, on_step=lambda s: progress.update(1),
-                     eval_loss=lambda: eval_risk(net, probe)[0])
+                     eval_loss=lambda: eval_risk(net, probe)[0], name=name, generators=[gen])
     if traj.status != "complete":
         raise UsageError(f"key 'net_lr': training of the H={shape.heads} network diverged")
     return net, {"step": traj.step, "risk": traj.loss}
+
+
+def convergence(risk_full: float, config: dict, seed: int) -> dict:
+    """The tuned preprocess-then-optimize risk of `sparse-risk` at n_max (10 GD steps, tuned
+    on reference_trials prompts, measured on as many fresh ones) and whether the network's
+    risk at n_max is within converged_ratio of it."""
+    samples = risk_samples(config["d"], config["s"], config["sigma2"], [config["n_max"]], 10,
+                           config["reference_trials"], config["reference_trials"],
+                           generator(seed, config["device"]))
+    table = summarize(samples, config["d"], config["sigma2"])
+    reference = {name: table["risk"][name][0] for name in ("pto", "ridge", "gd", "lasso")}
+    ratio = risk_full / reference["pto"]
+    return {"reference_risk": reference,
+            "reference_stderr": {name: table["stderr"][name][0] for name in reference},
+            "risk_ratio_to_pto": ratio, "converged": bool(ratio <= config["converged_ratio"])}
 
 
 # ---------------------------------------------------------------------------
@@ -249,6 +365,8 @@ class Analysis:
 
 
 def analyse(net, single, config: dict, seed_eval: int, seed_probe: int) -> Analysis:
+    """Importance, pruning and probes of `net`; `single` (or None) is the single-head
+    network of the comparison."""
     device = config["device"]
     dtype = next(net.parameters()).dtype
     L, H = config["layers"], config["heads"]
@@ -278,24 +396,24 @@ def analyse(net, single, config: dict, seed_eval: int, seed_probe: int) -> Analy
         prune[layer] = 0.0
         prune[layer, int(np.argmax(rise[layer]))] = 1.0
 
-    risks = {"full": [], "pruned": [], "single_head": []}
-    errors = {k: [] for k in risks}
+    models = {"full": (net, None), "pruned": (net, prune)}
+    if single is not None:
+        models["single_head"] = (single, None)
+    risks = {name: [] for name in models}
+    errors = {name: [] for name in models}
     for s2 in config["sigma2_test"]:
-        row = {k: [] for k in risks}
-        err = {k: [] for k in risks}
-        for n in config["n_test"]:
-            for name, (model, mask) in {"full": (net, None), "pruned": (net, prune),
-                                        "single_head": (single, None)}.items():
-                mean, se = eval_risk(model, grid[(s2, n)], mask)
-                row[name].append(mean)
-                err[name].append(se)
-        for name, series in risks.items():
-            series.append(row[name])
-            errors[name].append(err[name])
+        for name, (model, mask) in models.items():
+            row = [eval_risk(model, grid[(s2, n)], mask) for n in config["n_test"]]
+            risks[name].append([mean for mean, _ in row])
+            errors[name].append([se for _, se in row])
+    at_train_noise = {name: [eval_risk(model, b, mask)[0] for b in train_noise]
+                      for name, (model, mask) in models.items()}
 
-    probes = probe_r2(net, config, seed_probe)
+    probes = probe_layers(net, config, seed_probe)
     pattern = pattern_verdict(importance, config["importance_floor"], config["dominance"])
     summary = {
+        "n_test": list(config["n_test"]),
+        **{f"risk_{name}": values for name, values in at_train_noise.items()},
         "head_importance": importance.tolist(),
         "importance_rise": rise.tolist(),
         "pruning": {"n_test": config["n_test"], "sigma2_test": config["sigma2_test"],
@@ -304,6 +422,7 @@ def analyse(net, single, config: dict, seed_eval: int, seed_probe: int) -> Analy
         "final_risk": base,
         "probe_r2": probes,
         "pattern": pattern,
+        "verdict": "appears" if pattern["appears"] else "does not appear",
     }
     extra = {
         "importance": {"normalised": importance, "rise": rise},
@@ -311,7 +430,7 @@ def analyse(net, single, config: dict, seed_eval: int, seed_probe: int) -> Analy
                     "sigma2_test": np.asarray(config["sigma2_test"]),
                     **{f"risk_{k}": np.asarray(v) for k, v in risks.items()},
                     **{f"stderr_{k}": np.asarray(v) for k, v in errors.items()}},
-        "probes": {"r2": np.asarray(probes)},
+        "probes": {name: np.asarray(values) for name, values in probes.items()},
     }
     return Analysis(summary, extra)
 
@@ -335,31 +454,92 @@ def pattern_verdict(importance: np.ndarray, floor: float, dominance: float) -> d
             "appears": layer1 and dominant}
 
 
-def probe_r2(net, config: dict, seed: int) -> list[float]:
-    """R^2 of linear probes (with bias) of each residual stream (input, then after each layer)
-    for the reweighted features r * x_i of every token (context and query), r = X^T y / n.
-    Fitted on probe_samples prompts with n = n_max, scored on as many fresh ones."""
+def probe_r2(fit_states: torch.Tensor, fit_targets: torch.Tensor, score_states: torch.Tensor,
+             score_targets: torch.Tensor) -> float:
+    """R^2 on (score_states, score_targets) of the least-squares affine map fitted on the
+    fit pair; states (N, R), targets (N, k); R^2 pools the k target columns. Solved by
+    numpy's SVD least squares, which gives the same bits wherever the arrays sit in memory
+    (torch.linalg.lstsq on the CPU does not), so a resumed run repeats it exactly."""
+    def affine(states: torch.Tensor) -> np.ndarray:
+        states = states.detach().cpu().to(torch.float64).numpy()
+        return np.concatenate([states, np.ones_like(states[:, :1])], axis=1)
+
+    fit_y = fit_targets.detach().cpu().to(torch.float64).numpy()
+    score_y = score_targets.detach().cpu().to(torch.float64).numpy()
+    coef = np.linalg.lstsq(affine(fit_states), fit_y, rcond=None)[0]
+    resid = ((score_y - affine(score_states) @ coef) ** 2).sum()
+    total = ((score_y - score_y.mean(0)) ** 2).sum()
+    return float(1 - resid / total)
+
+
+def gd_iterates(batch: SparseBatch, steps: int) -> list[torch.Tensor]:
+    """beta_1, ..., beta_steps (each (B, d)) of gradient descent from 0 on the context's
+    squared loss (1/2n)|X beta - y|^2 with the step 1 / (1 + sqrt(d / n))^2 (the inverse
+    of the edge of the Marchenko-Pastur spectrum of X^T X / n)."""
+    n, d = batch.x.shape[1], batch.x.shape[2]
+    eta = 1.0 / (1.0 + math.sqrt(d / n)) ** 2
+    gram = batch.x.transpose(1, 2) @ batch.x / n
+    r = torch.einsum("bnd,bn->bd", batch.x, batch.y) / n
+    beta, out = torch.zeros_like(r), []
+    for _ in range(steps):
+        beta = beta + eta * (r - torch.einsum("bde,be->bd", gram, beta))
+        out.append(beta)
+    return out
+
+
+def probe_targets(batch: SparseBatch, token_format: str, layers: int) -> tuple[list, list]:
+    """What each residual stream is probed for, as (positions, target) pairs:
+
+    - features: r * x at the x tokens. interleaved (causal): at x_i, i >= 2 (and the
+      query), r_i = (1/(i-1)) sum_{j<i} y_j x_j, what the tokens before it allow;
+      concat: every token, r = (1/n) X^T y;
+    - GD iterate: beta_k at the query token for the stream after layer k (the input
+      stream and layer 1 are probed for beta_1).
+    Returns (feature positions (P,), targets (B, P, d)) and, per stream, (query position,
+    target (B, 1, d)).
+    """
+    n = batch.x.shape[1]
+    x_all = torch.cat([batch.x, batch.xq[:, None]], dim=1)  # (B, n + 1, d)
+    if token_format == "interleaved":
+        running = torch.cumsum(batch.y[..., None] * batch.x, dim=1)  # sums over j <= i
+        counts = torch.arange(1, n + 1, dtype=x_all.dtype, device=x_all.device)[None, :, None]
+        r_before = running / counts  # r over the examples before x_{i+1}
+        positions = torch.arange(2, 2 * n + 1, 2)  # tokens x_2, ..., x_n, x_q
+        features = r_before * x_all[:, 1:]
+        query = 2 * n
+    else:
+        r = torch.einsum("bnd,bn->bd", batch.x, batch.y) / n
+        positions = torch.arange(n + 1)
+        features = r[:, None] * x_all
+        query = n
+    iterates = gd_iterates(batch, layers)
+    gd = [(query, iterates[max(k, 1) - 1][:, None]) for k in range(layers + 1)]
+    return (positions, features), gd
+
+
+def probe_layers(net, config: dict, seed: int) -> dict[str, list[float]]:
+    """R^2 of linear probes (with bias) of each residual stream (input, then after each
+    layer) for the preprocessed features and for the GD iterate (`probe_targets`), fitted on
+    probe_samples prompts with n = n_max and scored on as many fresh ones."""
     device = config["device"]
     dtype = next(net.parameters()).dtype
     gen = generator(seed, device)
     halves = [sample_sparse(config["probe_samples"], config["n_max"], config["d"], config["s"],
                             config["sigma2"], gen, dtype=torch.float64, device=device)
               for _ in range(2)]
-    feats, targets = [], []
+    streams, targets = [], []
     for batch in halves:
         with torch.no_grad():
-            states = net.hidden(tokens(batch).to(dtype))
-        r = torch.einsum("bnd,bn->bd", batch.x, batch.y) / batch.x.shape[1]
-        x_all = torch.cat([batch.x, batch.xq[:, None]], dim=1)
-        targets.append((r[:, None] * x_all).reshape(-1, x_all.shape[-1]))
-        feats.append([s.reshape(-1, s.shape[-1]).to(torch.float64) for s in states])
-    out = []
-    for layer in range(len(feats[0])):
-        fit, score = feats[0][layer], feats[1][layer]
-        ones = torch.ones((fit.shape[0], 1), dtype=torch.float64, device=device)
-        coef = torch.linalg.lstsq(torch.cat([fit, ones], 1), targets[0]).solution
-        pred = torch.cat([score, ones[: score.shape[0]]], 1) @ coef
-        resid = ((targets[1] - pred) ** 2).sum()
-        total = ((targets[1] - targets[1].mean(0)) ** 2).sum()
-        out.append(float(1 - resid / total))
+            streams.append(net.hidden(net.encode(batch).to(dtype)))
+        targets.append(probe_targets(batch, config["format"], config["layers"]))
+    out = {"features": [], "gd_iterate": []}
+    for k in range(len(streams[0])):
+        (pos, feat_fit), gd_fit = targets[0]
+        (_, feat_score), gd_score = targets[1]
+        flat = [s[k][:, pos].reshape(-1, s[k].shape[-1]) for s in streams]
+        out["features"].append(probe_r2(flat[0], feat_fit.reshape(-1, feat_fit.shape[-1]),
+                                        flat[1], feat_score.reshape(-1, feat_score.shape[-1])))
+        (q, fit), (_, score) = gd_fit[k], gd_score[k]
+        out["gd_iterate"].append(probe_r2(streams[0][k][:, q], fit[:, 0],
+                                          streams[1][k][:, q], score[:, 0]))
     return out
