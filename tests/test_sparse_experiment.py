@@ -162,3 +162,28 @@ def test_small_sparse_flow_run_starts_both_sides_at_one_point():
         np.testing.assert_allclose(pop.params[name][0], sgd.params[name][0], rtol=1e-12)
     assert sgd.params["off_manifold"][0] < 1e-12
     assert pop.loss[-1] < pop.loss[0]
+
+
+def test_heads_table_collects_one_curve_per_head_count_and_refuses_mixed_tasks(tmp_path):
+    from sims.sparse.study import heads_table
+    from sims.sparse.study import main as study_main
+
+    config = {"d": 8, "s": 2, "sigma2": 0.25, "n_test": [5, 10], "layers": 3, "width": 32,
+              "steps": 100, "seed": 0}
+    runs = [{"config": {**config, "heads": 4}, "risk_full": [1.0, 0.5],
+             "risk_single_head": [1.2, 0.7]},
+            {"config": {**config, "heads": 2}, "risk_full": [1.1, 0.6]}]
+    table = heads_table(runs)
+    assert table["risk"] == {"1": [1.2, 0.7], "2": [1.1, 0.6], "4": [1.0, 0.5]}
+    mixed = [runs[0], {"config": {**config, "heads": 8, "d": 9}, "risk_full": [1.0, 0.4]}]
+    with pytest.raises(ValueError, match="'d'"):
+        heads_table(mixed)
+    paths = []
+    for i, run in enumerate(runs):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(run))
+    out, fig = tmp_path / "t.json", tmp_path / "f.png"
+    assert study_main([*map(str, paths), "--json", str(out), "--figure", str(fig)]) == 0
+    assert json.loads(out.read_text()) == table and fig.stat().st_size > 0
+    assert study_main([str(tmp_path / "missing.json"), "--json", str(out), "--figure",
+                       str(fig)]) == 2
