@@ -78,16 +78,12 @@ def quartiles(values: list[float]) -> list[float]:
     return [round(q[0], 5), round(statistics.median(values), 5), round(q[2], 5)]
 
 
-def matmul_rate() -> float:
-    """Single-thread float32 GFLOP/s of a 1024 x 1024 x 1024 product (median of 7)."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    a @ b
-    times = []
-    for _ in range(7):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * 1024**3 / statistics.median(times) / 1e9
+MATMUL = 1024
+
+
+def matmul() -> None:
+    """One float32 MATMUL^3 product: the machine's reference rate, timed beside the steps."""
+    torch.randn(MATMUL, MATMUL) @ torch.randn(MATMUL, MATMUL)
 
 
 def step_flops(width: int, layers: int, heads: int) -> float:
@@ -121,7 +117,6 @@ def profile_shares(step) -> dict[str, float]:
 
 def main():
     torch.set_num_threads(1)
-    gflops = matmul_rate()
     batch = sample_sparse(BATCH, N, D, 3, 0.25, torch.Generator().manual_seed(0),
                           dtype=torch.float32)
     z, y = interleave(batch), labels(batch)
@@ -133,7 +128,8 @@ def main():
                   "gpt2_sdpa": GPT2Regressor(width, layers, heads, "sdpa"),
                   "gpt2_eager": GPT2Regressor(width, layers, heads, "eager")}
         fns = {name: stepper(model, z, y) for name, model in models.items()}
-        times = interleaved_times(fns, REPEATS)
+        times = interleaved_times({**fns, "matmul": matmul}, REPEATS)
+        gflops = 2 * MATMUL**3 / statistics.median(times.pop("matmul")) / 1e9
         per_step = {name: statistics.median(t) / STEPS for name, t in times.items()}
         achieved = step_flops(width, layers, heads) / per_step["engine"] / 1e9
         cases.append({
@@ -146,6 +142,7 @@ def main():
             "step_s_quartiles": {name: quartiles([x / STEPS for x in t])
                                  for name, t in times.items()},
             "engine_gflops": round(achieved, 1),
+            "matmul_gflops": round(gflops, 1),
             "fraction_of_matmul_rate": round(achieved / gflops, 3),
             "engine_time_shares": profile_shares(fns["engine"]),
             "parameters": {name: sum(p.numel() for p in m.parameters())
@@ -156,8 +153,9 @@ def main():
         cases, target=2.0, target_case="width 64 (3 layers x 4 heads)",
         notes=(f"Adam step, d={D}, {N} examples + query ({2 * N + 1} tokens), batch {BATCH}, "
                f"float32, one thread; {STEPS} steps per timing, {REPEATS} interleaved repeats; "
-               f"ratio_quartiles: baseline quartile / engine quartile. Machine matmul rate "
-               f"{gflops:.1f} GFLOP/s (1024^3 float32 product, one thread)."))
+               "ratio_quartiles: baseline quartile / engine quartile. matmul_gflops: the "
+               f"machine's rate on a {MATMUL}^3 float32 product, one thread, timed in turn "
+               "with the steps; fraction_of_matmul_rate = engine_gflops / matmul_gflops."))
     print_table(result)
 
 
