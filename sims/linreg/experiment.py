@@ -32,7 +32,6 @@ import time
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.progress import bar
 from dynamics.sgd import train
@@ -41,7 +40,6 @@ from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
 
 from ..experiment import (
-    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -52,51 +50,10 @@ from ..experiment import (
     lift_bytes,
     seeds,
 )
-from .checks import linreg_checks
+from .config import LINREG as SCHEMA
 from .network import SoftmaxAttentionRegressor, head_observables, pattern_formed, project
 from .noniso import baseline_risks, cosine_similarity, head_alignment, risk
-from .task import COVARIANCES, covariance_matrix, sample_regression
-
-SCHEMA = Schema((
-    Key("d", "int", 5, "covariate dimension", low=1),
-    Key("L", "int", 40, "context length (training)", low=1),
-    Key("sigma2", "float", 0.1, "label-noise variance", low=0.0),
-    Key("heads", "int", 2, "attention heads H", low=1),
-    Key("covariance", "str", "identity", "covariance of x: 'identity' or 'toeplitz' "
-        "(Sigma_ij = rho^|i-j|; needs param = merged)", choices=COVARIANCES),
-    Key("rho", "float", 0.5, "Toeplitz correlation, |rho| < 1", low=-1.0, high=1.0),
-    Key("init", "str", "symmetric", "start: 'symmetric' (+-init_scale alternating by head, "
-        "lifted) or 'random' (network weights N(0, init_scale^2))",
-        choices=("symmetric", "random")),
-    Key("init_scale", "float", 0.05, "start scale (omega = mu = +-init_scale when symmetric)",
-        low=0.0, low_open=True),
-    Key("ode_start", "str", "init", "where the reduced flows start: 'init' (the start point) or "
-        "'pattern' (the network's (omega, mu) when the pattern has formed)",
-        choices=("init", "pattern")),
-    Key("pattern_threshold", "float", 0.95, "the pattern has formed when every active head has "
-        "KQ diagonal ratio and OV last-entry ratio above this", low=0.0, high=1.0, low_open=True),
-    Key("active_fraction", "float", 0.1, "a head is active when |mu_h| >= active_fraction x "
-        "max_h |mu_h|", low=0.0, high=1.0),
-    Key("param", "str", "merged", "network parameterisation", choices=("merged", "factored")),
-    Key("optimizer", "str", "sgd", "full-network optimiser", choices=("sgd", "adam")),
-    Key("lr", "float", 0.02, "learning rate; t = lr x step", low=0.0, low_open=True),
-    Key("batch", "int", 512, "SGD minibatch size (fresh samples each step)", low=1),
-    Key("t_max", "float", 20.0, "gradient-flow time to reach; SGD steps = t_max / lr",
-        low=0.0, low_open=True),
-    Key("mc_samples", "int", 8000, "covariate draws of the population loss", low=1),
-    Key("eval_samples", "int", 4096, "fixed prompts on which the network's recorded loss "
-        "is measured", low=1),
-    Key("records", "int", 150, "log-spaced recording points", low=2, high=100_000),
-    Key("rtol", "float", 1e-7, "ODE relative tolerance", low=0.0, low_open=True),
-    Key("population_rtol", "float", 1e-4, "relative tolerance of the Monte-Carlo population "
-        "flow (its sampling error, ~0.5% of the state at 8000 draws, dwarfs the ~1e-4 "
-        "integration error)", low=0.0, low_open=True),
-    Key("atol", "float", 1e-9, "ODE absolute tolerance", low=0.0, low_open=True),
-    Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
-    Key("device", "str", "cpu", "torch device of the network and the flows ('cpu', 'cuda', ...)"),
-    Key("seed", "int", 0, "random seed (sampling, init, Monte-Carlo sample)", low=0),
-    CHECKPOINT_EVERY,
-))
+from .task import covariance_matrix, sample_regression
 
 MAX_STEPS = 10_000_000
 # The population flow is integrated in 2 pieces of its output grid, not 4 as the symbolic one
@@ -107,7 +64,6 @@ POPULATION_CHUNKS = 2
 
 class LinregExperiment(Experiment):
     name = "linreg"
-    description = "multi-head softmax attention on in-context linear regression (omega, mu flows vs SGD)"
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
@@ -221,9 +177,6 @@ class LinregExperiment(Experiment):
             trajs, [("sgd", "population"), ("ode", "population"), ("sgd", "ode")]
         )
         return RunResult(trajs, summary)
-
-    def check(self, config: dict) -> list:
-        return linreg_checks(config)
 
     @staticmethod
     def _train(net, config, steps, gen, eval_batch, covariance=None):

@@ -26,7 +26,6 @@ import h5py
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.plots import save_run_figure
 from dynamics.progress import bar
@@ -37,7 +36,6 @@ from reduced_models import linreg as theory
 from reduced_models.linreg_theory import plain_gd_risk_at_step
 
 from ..experiment import (
-    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -47,39 +45,11 @@ from ..experiment import (
     lift_bytes,
     seeds,
 )
+from .config import LENGTH as SCHEMA
 from .estimators import risk_curves
-from .linear_attention import NORMALISATIONS, LinearAttentionRegressor, gd_step
+from .linear_attention import LinearAttentionRegressor, gd_step
 from .network import SoftmaxAttentionRegressor, project
 from .task import sample_regression
-
-SCHEMA = Schema((
-    Key("d", "int", 5, "covariate dimension", low=1),
-    Key("L", "int", 40, "training context length", low=2),
-    Key("sigma2", "float", 0.1, "label-noise variance", low=0.0),
-    Key("heads", "ints", [1, 2, 4, 8], "heads H of the softmax networks (one network each)", low=1),
-    Key("linear", "bool", True, "also train the linear-attention baseline"),
-    Key("linear_heads", "int", 1, "heads of the linear-attention baseline", low=1),
-    Key("linear_norm", "str", "sum", "linear attention's normalisation: 'sum' over the context "
-        "or 'mean' (divided by L)", choices=NORMALISATIONS),
-    Key("param", "str", "merged", "network parameterisation", choices=("merged", "factored")),
-    Key("init", "str", "symmetric", "start: 'symmetric' (lift of omega = mu = +-init_scale, "
-        "alternating by head) or 'random' (weights N(0, init_scale^2))",
-        choices=("symmetric", "random")),
-    Key("init_scale", "float", 0.05, "start scale", low=0.0, low_open=True),
-    Key("optimizer", "str", "adam", "optimiser", choices=("sgd", "adam")),
-    Key("lr", "float", 0.003, "learning rate; t = lr x step", low=0.0, low_open=True),
-    Key("steps", "int", 2000, "optimiser steps per network", low=1, high=10_000_000),
-    Key("batch", "int", 256, "minibatch size (fresh prompts each step)", low=1),
-    Key("records", "int", 40, "log-spaced recording points of training", low=2, high=100_000),
-    Key("eval_samples", "int", 4096, "fixed prompts at L on which the training loss is recorded",
-        low=1),
-    Key("L_test", "ints", [10, 20, 40, 60, 80, 100, 150, 200], "test context lengths", low=2),
-    Key("samples", "int", 20000, "prompts per test length, shared by all networks", low=2),
-    Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
-    Key("device", "str", "cpu", "torch device of the networks ('cpu', 'cuda', ...)"),
-    Key("seed", "int", 0, "random seed (starts, minibatches, evaluation prompts)", low=0),
-    CHECKPOINT_EVERY,
-))
 
 CHUNK = 5_000  # test prompts evaluated at once
 MAX_DRAWS = 1e10  # test covariate entries per run (the defaults draw 6.8e7)
@@ -153,8 +123,6 @@ def network_predictor(net):
 
 class LinregLengthExperiment(Experiment):
     name = "linreg-length"
-    description = ("length generalisation: softmax (per H) and linear attention trained at L, "
-                   "risks over test lengths")
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:

@@ -15,14 +15,12 @@ import time
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.progress import bar
 from dynamics.sgd import train
 from dynamics.times import record_times
 
 from ..experiment import (
-    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -31,6 +29,7 @@ from ..experiment import (
     generator,
     seeds,
 )
+from .config import MULTITASK as SCHEMA
 from .multitask import (
     MultitaskAttention,
     classify_heads,
@@ -39,40 +38,11 @@ from .multitask import (
     task_observables,
 )
 
-SCHEMA = Schema((
-    Key("d", "int", 6, "covariate dimension", low=1),
-    Key("L", "int", 48, "context length", low=1),
-    Key("sigma2", "float", 0.1, "label-noise variance of every task", low=0.0),
-    Key("tasks", "int", 2, "number of tasks N", low=1, high=64),
-    Key("supports", "str", "auto", "coordinates (0-based) each task reads: tasks separated "
-        "by ';', coordinates by ',', inclusive ranges a-b; 'auto' chains N blocks overlapping "
-        "by half (d=6, N=2: 0-3;2-5)"),
-    Key("heads", "int", 4, "attention heads H", low=1),
-    Key("init_scale", "float", 0.5, "network weights start N(0, init_scale^2)",
-        low=0.0, low_open=True),
-    Key("optimizer", "str", "adam", "optimiser", choices=("sgd", "adam")),
-    Key("lr", "float", 1e-3, "learning rate; t = lr x step", low=0.0, low_open=True),
-    Key("batch", "int", 256, "minibatch size (fresh samples each step)", low=1),
-    Key("t_max", "float", 10.0, "time to reach (lr x steps)", low=0.0, low_open=True),
-    Key("eval_samples", "int", 2048, "fixed prompts on which the recorded loss is measured",
-        low=1),
-    Key("records", "int", 60, "log-spaced recording points", low=2, high=100_000),
-    Key("active_fraction", "float", 0.1, "head h serves task k when its strength "
-        "|omega_hk mu_hk| >= active_fraction x the strongest head's on task k",
-        low=0.0, high=1.0),
-    Key("sgd_dtype", "str", "float32", "network dtype", choices=("float32", "float64")),
-    Key("device", "str", "cpu", "torch device ('cpu', 'cuda', ...)"),
-    Key("seed", "int", 0, "random seed (init, sampling)", low=0),
-    CHECKPOINT_EVERY,
-))
-
 MAX_STEPS = 10_000_000
 
 
 class MultitaskExperiment(Experiment):
     name = "linreg-multitask"
-    description = ("multi-task in-context linear regression: which heads serve which task "
-                   "(split vs superposition)")
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
