@@ -34,7 +34,6 @@ import functools
 import math
 
 import numpy as np
-import sympy as sp
 import torch
 
 from .base import Manifold, Param, ReducedModel, SymbolicLoss, TorchLoss
@@ -92,6 +91,8 @@ def observables(d: int, param: str):
         return {"omega": s["omega"], "mu": s["mu"]}
 
     def factored(s):
+        import sympy as sp
+
         scale = 1 / sp.sqrt(d + 1)
         return {"omega": s["q"] * s["k"] * scale, "mu": s["v"] * s["o"]}
 
@@ -101,6 +102,8 @@ def observables(d: int, param: str):
 def large_L_loss(d: int) -> SymbolicLoss:
     """Lt = 1 + sigma2 - 2 mu.omega + mu^T [omega omega^T + ((1+sigma2)/L) exp.(d omega omega^T)] mu."""
     def build(obs, hyper):
+        import sympy as sp
+
         omega, mu = list(obs["omega"]), list(obs["mu"])
         L, sigma2 = hyper["L"], hyper["sigma2"]
         overlap = sum(m * w for m, w in zip(mu, omega))
