@@ -273,8 +273,8 @@ class ReducedModel:
             if {"observe", "loss", "grad"} - set(functions) and self.symbolic:
                 raise KeyError("loss")
             return shapes, functions
-        except (TypeError, KeyError, ValueError, AttributeError, ImportError, NameError,
-                SyntaxError):  # no artifact, or not a valid one
+        except (cache.Uncacheable, TypeError, KeyError, IndexError, ValueError, AttributeError,
+                ImportError, SyntaxError):  # no artifact, or not a valid one
             pass
         sym = self._symbolic
         shapes = {k: v.shape for k, v in sym["observables"].items()}
