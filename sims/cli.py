@@ -161,15 +161,16 @@ def cmd_run(args) -> dict:
     out = args.out or os.path.join("data", f"{exp.name}.h5")
     store.check_writable(out)
     start = time.perf_counter()
-    key = checkpoint.run_key(exp.name, config, {"ode": not args.no_ode, "sgd": not args.no_sgd})
+    values = dict(config)
+    key = checkpoint.run_key(exp.name, values, {"ode": not args.no_ode, "sgd": not args.no_sgd})
     with checkpoint.checkpointing(out, key, config.get("checkpoint_every", 0)):
         result = exp.run(config, ode=not args.no_ode, sgd=not args.no_sgd)
-    run_id = store.write_run(out, exp.name, config, config["seed"], result.trajectories,
+    run_id = store.write_run(out, exp.name, values, config.seed, result.trajectories,
                              result.status, result.summary, result.extra, result.axes)
     checkpoint.discard(out, key)
     summary = {"experiment": exp.name, "run_id": run_id, "file": out, "status": result.status,
-               "seed": config["seed"], "wall_seconds": round(time.perf_counter() - start, 3),
-               "command": shlex.join(["icldyn", *sys.argv[1:]]), "config": config}
+               "seed": config.seed, "wall_seconds": round(time.perf_counter() - start, 3),
+               "command": shlex.join(["icldyn", *sys.argv[1:]]), "config": values}
     if not args.no_plot and (result.trajectories or result.extra):
         summary["plot"] = exp.plot(out, run_id)
     summary.update(result.summary)

@@ -11,7 +11,6 @@ from dynamics.compare import compare
 from dynamics.config import Schema
 from dynamics.errors import UsageError
 from dynamics.memory import check_memory
-from dynamics.plots import plot_run
 from dynamics.trajectory import Trajectory
 
 
@@ -96,6 +95,8 @@ class Experiment:
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Figure(s) of a stored run; returns the main PNG path. Subclasses may add panels."""
+        from dynamics.plots import plot_run  # matplotlib loads only when a figure is drawn
+
         return plot_run(path, run_id, out)
 
 

@@ -254,7 +254,7 @@ def plan(exp, config: dict, grid: list[str], ode: bool, sgd: bool) -> Sweep:
     if not ode and not sgd:
         raise UsageError("--no-ode and --no-sgd together leave nothing to compute")
     axes = parse_grid(exp.schema, grid)
-    sweep = Sweep(exp.name, config, tuple(axes), ode, sgd)
+    sweep = Sweep(exp.name, dict(config), tuple(axes), ode, sgd)
     for _, point in sweep.points():
         exp.admit(point)
     return sweep

@@ -61,4 +61,5 @@ INDUCTION = Schema((
     Key("rtol", "float", 1e-6, "ODE relative tolerance", low=0.0, low_open=True),
     Key("atol", "float", 1e-9, "ODE absolute tolerance", low=0.0, low_open=True),
     Key("seed", "int", 0, "random seed (samples, SGD batches, MI kernels)", low=0),
-))
+), name="InductionConfig")
+InductionConfig = INDUCTION.config_class

@@ -48,7 +48,8 @@ LINREG = Schema((
     Key("device", "str", "cpu", "torch device of the network and the flows ('cpu', 'cuda', ...)"),
     Key("seed", "int", 0, "random seed (sampling, init, Monte-Carlo sample)", low=0),
     CHECKPOINT_EVERY,
-))
+), name="LinregConfig")
+LinregConfig = LINREG.config_class
 
 RISK = Schema((
     Key("d", "int", 5, "covariate dimension", low=1),
@@ -60,7 +61,8 @@ RISK = Schema((
         "run; its network's final (omega, mu) projection is evaluated as estimator 'network'"),
     Key("samples", "int", 100_000, "prompts per test length, shared by all estimators", low=2),
     Key("seed", "int", 0, "random seed of the prompts", low=0),
-))
+), name="LinregRiskConfig")
+LinregRiskConfig = RISK.config_class
 
 LENGTH = Schema((
     Key("d", "int", 5, "covariate dimension", low=1),
@@ -89,7 +91,8 @@ LENGTH = Schema((
     Key("device", "str", "cpu", "torch device of the networks ('cpu', 'cuda', ...)"),
     Key("seed", "int", 0, "random seed (starts, minibatches, evaluation prompts)", low=0),
     CHECKPOINT_EVERY,
-))
+), name="LinregLengthConfig")
+LinregLengthConfig = LENGTH.config_class
 
 MULTITASK = Schema((
     Key("d", "int", 6, "covariate dimension", low=1),
@@ -116,4 +119,5 @@ MULTITASK = Schema((
     Key("device", "str", "cpu", "torch device ('cpu', 'cuda', ...)"),
     Key("seed", "int", 0, "random seed (init, sampling)", low=0),
     CHECKPOINT_EVERY,
-))
+), name="MultitaskConfig")
+MultitaskConfig = MULTITASK.config_class

@@ -30,6 +30,7 @@ from ..experiment import (
     seeds,
 )
 from .config import MULTITASK as SCHEMA
+from .config import MultitaskConfig
 from .multitask import (
     MultitaskAttention,
     classify_heads,
@@ -45,44 +46,47 @@ class MultitaskExperiment(Experiment):
     name = "linreg-multitask"
     schema = SCHEMA
 
-    def validate(self, config: dict) -> None:
-        check_device(config["device"])
-        resolve_supports(config["supports"], config["d"], config["tasks"])
-        steps = config["t_max"] / config["lr"]
+    def validate(self, config: MultitaskConfig) -> None:
+        config = SCHEMA.typed(config)
+        check_device(config.device)
+        resolve_supports(config.supports, config.d, config.tasks)
+        steps = config.t_max / config.lr
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} steps exceeds {MAX_STEPS}")
 
-    def memory(self, config: dict) -> dict[str, float]:
+    def memory(self, config: MultitaskConfig) -> dict[str, float]:
         """Peak bytes (float64, N tasks, D = d + N, L1 = L + 1): the weights (H D^2 + H D N)
         with gradients and two Adam moments; the minibatch with its autograd graph,
         4 x batch L1 (D + H + N); the evaluation prompts and their forward pass,
         3 x eval_samples L1 (D + H + N)."""
-        H, N = config["heads"], config["tasks"]
-        D, L1 = config["d"] + N, config["L"] + 1
+        config = SCHEMA.typed(config)
+        H, N = config.heads, config.tasks
+        D, L1 = config.d + N, config.L + 1
         return {"runtime": RUNTIME,
                 "network": 4 * F64 * H * D * (D + N),
-                "SGD minibatch": 4 * F64 * config["batch"] * L1 * (D + H + N),
-                "evaluation prompts": 3 * F64 * config["eval_samples"] * L1 * (D + H + N)}
+                "SGD minibatch": 4 * F64 * config.batch * L1 * (D + H + N),
+                "evaluation prompts": 3 * F64 * config.eval_samples * L1 * (D + H + N)}
 
-    def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
+    def run(self, config: MultitaskConfig, *, ode: bool = True, sgd: bool = True) -> RunResult:
+        config = SCHEMA.typed(config)
         if not sgd:
             raise UsageError(f"{self.name} has only the network: drop --no-sgd")
-        d, L, sigma2, H = (config[k] for k in ("d", "L", "sigma2", "heads"))
-        supports = resolve_supports(config["supports"], d, config["tasks"])
-        device, dtype = config["device"], getattr(torch, config["sgd_dtype"])
-        seed_init, seed_sgd, seed_eval = seeds(config["seed"], 3)
-        _, steps = record_times(config["t_max"], config["lr"], config["records"])
+        d, L, sigma2, H = config.d, config.L, config.sigma2, config.heads
+        supports = resolve_supports(config.supports, d, config.tasks)
+        device, dtype = config.device, getattr(torch, config.sgd_dtype)
+        seed_init, seed_sgd, seed_eval = seeds(config.seed, 3)
+        _, steps = record_times(config.t_max, config.lr, config.records)
         net = MultitaskAttention(d, len(supports), H, dtype=dtype).to(device)
-        net.init_normal(config["init_scale"], generator(seed_init, device))
-        opt_class = torch.optim.SGD if config["optimizer"] == "sgd" else torch.optim.Adam
-        optimizer = opt_class(net.parameters(), lr=config["lr"])
+        net.init_normal(config.init_scale, generator(seed_init, device))
+        opt_class = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
+        optimizer = opt_class(net.parameters(), lr=config.lr)
         gen = generator(seed_sgd, device)
-        evaluation = sample_multitask(config["eval_samples"], L, d, supports, sigma2,
+        evaluation = sample_multitask(config.eval_samples, L, d, supports, sigma2,
                                       generator(seed_eval, device), dtype, device)
         eval_tokens = evaluation.tokens()
 
         def batch_loss(step: int) -> torch.Tensor:
-            batch = sample_multitask(config["batch"], L, d, supports, sigma2, gen, dtype, device)
+            batch = sample_multitask(config.batch, L, d, supports, sigma2, gen, dtype, device)
             return ((net(batch.tokens()) - batch.yq) ** 2).mean(0).sum()
 
         def task_losses() -> torch.Tensor:
@@ -95,16 +99,16 @@ class MultitaskExperiment(Experiment):
 
         start = time.perf_counter()
         with bar(int(steps[-1]), "sgd", unit="step") as progress:
-            traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
+            traj = train(net, batch_loss, optimizer, steps, observe, config.lr,
                          on_step=lambda s: progress.update(1),
                          eval_loss=lambda: float(task_losses().sum()), name="sgd",
                          generators=[gen])
         traj.attrs["model"] = (f"{H}-head attention, {len(supports)} outputs, "
-                               f"{config['optimizer']}, batch {config['batch']}; loss summed "
-                               f"over tasks on {config['eval_samples']} fixed prompts")
+                               f"{config.optimizer}, batch {config.batch}; loss summed "
+                               f"over tasks on {config.eval_samples} fixed prompts")
         seconds = time.perf_counter() - start
         final = {k: v[-1] for k, v in traj.params.items()}
-        heads = classify_heads(final["omega"], final["mu"], config["active_fraction"])
+        heads = classify_heads(final["omega"], final["mu"], config.active_fraction)
         with torch.no_grad():
             per_task = task_losses().double().cpu().numpy()
         summary = {

@@ -55,7 +55,8 @@ SPARSE = Schema((
     Key("device", "str", "cpu", "torch device"),
     Key("seed", "int", 0, "random seed", low=0),
     CHECKPOINT_EVERY,
-))
+), name="SparseConfig")
+SparseConfig = SPARSE.config_class
 
 RISK = Schema((
     Key("d", "int", 20, "covariate dimension", low=1),
@@ -69,7 +70,8 @@ RISK = Schema((
         low=2),
     Key("device", "str", "cpu", "torch device of the estimators"),
     Key("seed", "int", 0, "random seed", low=0),
-))
+), name="SparseRiskConfig")
+SparseRiskConfig = RISK.config_class
 
 
 FLOW = Schema((
@@ -96,4 +98,5 @@ FLOW = Schema((
     Key("atol", "float", 1e-8, "ODE absolute tolerance", low=0.0, low_open=True),
     Key("device", "str", "cpu", "torch device"),
     Key("seed", "int", 0, "random seed", low=0),
-))
+), name="SparseFlowConfig")
+SparseFlowConfig = FLOW.config_class
