@@ -45,7 +45,7 @@ class LinregHooks(TrajectoryHooks):
         "d", "L", "sigma2", "heads", "init", "init_scale", "param", "optimizer", "lr", "batch",
         "t_max", "mc_samples", "eval_samples", "records", "rtol", "atol", "sgd_dtype", "device",
         "seed", "ode_start", "pattern_threshold", "active_fraction", "covariance", "rho",
-        "population_rtol"))
+        "population_rtol", "checkpoint_every"))
     BATCHED_VALUES: ClassVar[dict[str, str]] = {"ode_start": "init", "covariance": "identity"}
     # Keys that change the ODE or its output grid: points differing in them go to
     # separate batches. L and sigma2 enter as batched hyper-parameters, init,
