@@ -61,8 +61,10 @@ def _last_corner(value, d: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=32)
 def manifold(d: int, heads: int, param: str) -> Manifold:
-    """The reduced manifold of H heads in dimension d, for either parameterisation."""
+    """The reduced manifold of H heads in dimension d, for either parameterisation (built once
+    per process; it holds no run state)."""
     if param == "merged":
         def lift(s):
             return {

@@ -11,6 +11,7 @@ from dynamics.compare import compare
 from dynamics.config import Schema
 from dynamics.errors import UsageError
 from dynamics.memory import check_memory
+from dynamics.status import Status
 from dynamics.trajectory import Trajectory
 
 
@@ -32,9 +33,10 @@ class RunResult:
     axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
-    def status(self) -> str:
-        bad = [tr.status for tr in self.trajectories.values() if tr.status != "complete"]
-        return bad[0] if bad else "complete"
+    def status(self) -> Status:
+        """The first failed trajectory's status, else complete."""
+        bad = [tr.status for tr in self.trajectories.values() if tr.status != Status.COMPLETE]
+        return bad[0] if bad else Status.COMPLETE
 
 
 @dataclass

@@ -27,14 +27,15 @@ the risks of plain and preconditioned one-step GD (sims.linreg.noniso).
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 import torch
 
 from dynamics.errors import UsageError
+from dynamics.fit import Fit, fit
 from dynamics.progress import bar
-from dynamics.sgd import train
 from dynamics.times import record_times
 from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
@@ -112,38 +113,28 @@ class LinregExperiment(Experiment):
 
     def run(self, config: LinregConfig, *, ode: bool = True, sgd: bool = True) -> RunResult:
         config = SCHEMA.typed(config)
-        d, L, sigma2, H, param = config.d, config.L, config.sigma2, config.heads, config.param
+        d, L, sigma2, param = config.d, config.L, config.sigma2, config.param
         device = config.device
         from_pattern = config.ode_start == "pattern"
         if from_pattern and ode and not sgd:
             raise UsageError("key 'ode_start': 'pattern' starts the flows from the network; "
                              "it cannot be combined with --no-sgd")
         # a fifth seed leaves the first four (and so earlier runs) unchanged
-        seed_init, seed_mc, seed_sgd, seed_eval, seed_baselines = seeds(config.seed, 5)
+        _, seed_mc, seed_sgd, seed_eval, seed_baselines = seeds(config.seed, 5)
         t, steps = record_times(config.t_max, config.lr, config.records)
-        sigma = covariance_matrix(config.covariance, d, config.rho)
+        begin = Setup(config)
+        sigma, manifold, net, state0 = begin.sigma, begin.manifold, begin.net, begin.state0
         matrix = sigma is not None
-        manifold = theory.matrix_manifold(d, H) if matrix else theory.manifold(d, H, param)
         observable = project_with_kq if matrix else project
-        dtype = getattr(torch, config.sgd_dtype)
-        net = SoftmaxAttentionRegressor(d, H, param, dtype=dtype).to(device)
-        if config.init == "symmetric":
-            point = theory.symmetric_start(d, H, config.init_scale, param)
-            state0 = manifold.pack(theory.matrix_state(d, point["omega"], point["mu"])
-                                   if matrix else point)
-            net.load(manifold.lift(state0))
-        else:
-            net.init_normal(config.init_scale, generator(seed_init, device))
-            state0 = manifold.project({k: v.cpu() for k, v in net.weights().items()})
-        state0 = state0.to(device)
         trajs, seconds = {}, {}
         if sgd:
             start = time.perf_counter()
             eval_batch = sample_regression(config.eval_samples, L, d, sigma2,
-                                           generator(seed_eval, device), dtype=dtype, device=device,
+                                           generator(seed_eval, device),
+                                           dtype=getattr(torch, config.sgd_dtype), device=device,
                                            covariance=sigma)
             trajs["sgd"] = self._train(net, config, steps, generator(seed_sgd, device), eval_batch,
-                                       sigma)
+                                       sigma).trajectory
             seconds["sgd"] = time.perf_counter() - start
         flow_start = 0
         if sgd:
@@ -183,10 +174,8 @@ class LinregExperiment(Experiment):
         return RunResult(trajs, summary)
 
     @staticmethod
-    def _train(net, config, steps, gen, eval_batch, covariance=None):
+    def _train(net, config: LinregConfig, steps, gen, eval_batch, covariance=None) -> Fit:
         d, L, sigma2 = config.d, config.L, config.sigma2
-        opt_class = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
-        optimizer = opt_class(net.parameters(), lr=config.lr)
 
         def batch_loss(step: int) -> torch.Tensor:
             batch = sample_regression(config.batch, L, d, sigma2, gen, dtype=eval_batch.y.dtype,
@@ -205,13 +194,52 @@ class LinregExperiment(Experiment):
                     observed["kq_xx"] = project_with_kq(net.weights())["kq_xx"]
                 return {k: v.double().cpu().numpy() for k, v in observed.items()}
 
-        with bar(int(steps[-1]), "sgd", unit="step") as progress:
-            traj = train(net, batch_loss, optimizer, steps, observe, config.lr,
-                         on_step=lambda s: progress.update(1), eval_loss=eval_loss,
-                         name="sgd", generators=[gen])
-        traj.attrs["model"] = (f"{net.param} network, {config.optimizer}, batch {config.batch}; "
-                               f"loss on {config.eval_samples} fixed prompts")
-        return traj
+        return fit(net, batch_loss, observe, steps, optimizer=config.optimizer, lr=config.lr,
+                   eval_loss=eval_loss, generators=[gen],
+                   model=f"{net.param} network, {config.optimizer}, batch {config.batch}; "
+                         f"loss on {config.eval_samples} fixed prompts")
+
+
+class Setup:
+    """Where a linreg run of config starts, for the run and for its sweeps alike.
+
+    - sigma: (d, d) covariance of x, or None for the identity
+    - manifold: the reduced manifold of the flows (the matrix one under sigma)
+    - state0: (P,) float64 start of the flows on config.device: the symmetric point,
+      or the metric projection of the random network
+    - net: the network at its start on config.device: the lift of the symmetric point,
+      or weights N(0, init_scale^2) from seed stream 0 of 5
+    state0 and net are built when first used (a symmetric start needs no network).
+    """
+
+    def __init__(self, config: LinregConfig):
+        self.config = config = SCHEMA.typed(config)
+        self.symmetric = config.init == "symmetric"
+        self.sigma = covariance_matrix(config.covariance, config.d, config.rho)
+        self.manifold = (theory.matrix_manifold(config.d, config.heads) if self.sigma is not None
+                         else theory.manifold(config.d, config.heads, config.param))
+
+    @functools.cached_property
+    def state0(self) -> torch.Tensor:
+        c = self.config
+        if not self.symmetric:
+            weights = {k: v.cpu() for k, v in self.net.weights().items()}
+            return self.manifold.project(weights).to(c.device)
+        point = theory.symmetric_start(c.d, c.heads, c.init_scale, c.param)
+        if self.sigma is not None:
+            point = theory.matrix_state(c.d, point["omega"], point["mu"])
+        return self.manifold.pack(point).to(c.device)
+
+    @functools.cached_property
+    def net(self) -> SoftmaxAttentionRegressor:
+        c = self.config
+        net = SoftmaxAttentionRegressor(c.d, c.heads, c.param,
+                                        dtype=getattr(torch, c.sgd_dtype)).to(c.device)
+        if self.symmetric:
+            net.load(self.manifold.lift(self.state0))
+        else:
+            net.init_normal(c.init_scale, generator(seeds(c.seed, 5)[0], c.device))
+        return net
 
 
 def first_pattern_row(traj, threshold: float) -> int | None:

@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from dynamics.errors import UsageError
+from dynamics.fit import fit
 from dynamics.plots import save_run_figure
-from dynamics.progress import bar
-from dynamics.sgd import train
 from dynamics.store import open_store, read_run
 from dynamics.times import log_steps
 from reduced_models import linreg as theory
@@ -83,8 +82,6 @@ def train_network(net, config: LinregLengthConfig, gen: torch.Generator, eval_ba
     """Train on fresh minibatches at the training length; an "sgd" Trajectory with the loss on
     eval_batch and the projection (omega, mu) at log-spaced steps."""
     d, L, sigma2 = config.d, config.L, config.sigma2
-    opt_class = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
-    optimizer = opt_class(net.parameters(), lr=config.lr)
     eval_tokens = eval_batch.tokens()
 
     def batch_loss(step: int) -> torch.Tensor:
@@ -99,14 +96,12 @@ def train_network(net, config: LinregLengthConfig, gen: torch.Generator, eval_ba
         with torch.no_grad():
             return {k: v.double().cpu().numpy() for k, v in project(net.weights()).items()}
 
-    with bar(config.steps, desc, unit="step") as progress:
-        traj = train(net, batch_loss, optimizer, log_steps(config.steps, config.records),
-                     observe, config.lr, on_step=lambda s: progress.update(1),
-                     eval_loss=eval_loss, name=desc.replace(" ", "_"), generators=[gen])
-    traj.attrs["model"] = (f"{type(net).__name__} ({net.param}, H={net.heads}), "
-                           f"{config.optimizer} lr {config.lr}, batch {config.batch}, "
-                           f"trained at L={L}; loss on {config.eval_samples} fixed prompts")
-    return traj
+    return fit(net, batch_loss, observe, log_steps(config.steps, config.records),
+               optimizer=config.optimizer, lr=config.lr, eval_loss=eval_loss, name=desc,
+               generators=[gen],
+               model=f"{type(net).__name__} ({net.param}, H={net.heads}), {config.optimizer} "
+                     f"lr {config.lr}, batch {config.batch}, trained at L={L}; loss on "
+                     f"{config.eval_samples} fixed prompts").trajectory
 
 
 def network_predictor(net):

@@ -10,14 +10,11 @@ Time is t = lr x step (for Adam a nominal clock).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
 from dynamics.errors import UsageError
-from dynamics.progress import bar
-from dynamics.sgd import train
+from dynamics.fit import fit
 from dynamics.times import record_times
 
 from ..experiment import (
@@ -78,8 +75,6 @@ class MultitaskExperiment(Experiment):
         _, steps = record_times(config.t_max, config.lr, config.records)
         net = MultitaskAttention(d, len(supports), H, dtype=dtype).to(device)
         net.init_normal(config.init_scale, generator(seed_init, device))
-        opt_class = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
-        optimizer = opt_class(net.parameters(), lr=config.lr)
         gen = generator(seed_sgd, device)
         evaluation = sample_multitask(config.eval_samples, L, d, supports, sigma2,
                                       generator(seed_eval, device), dtype, device)
@@ -97,16 +92,12 @@ class MultitaskExperiment(Experiment):
                 obs = task_observables(net.KQ, net.OV, supports, d)
             return {k: v.detach().double().cpu().numpy() for k, v in obs.items()}
 
-        start = time.perf_counter()
-        with bar(int(steps[-1]), "sgd", unit="step") as progress:
-            traj = train(net, batch_loss, optimizer, steps, observe, config.lr,
-                         on_step=lambda s: progress.update(1),
-                         eval_loss=lambda: float(task_losses().sum()), name="sgd",
-                         generators=[gen])
-        traj.attrs["model"] = (f"{H}-head attention, {len(supports)} outputs, "
-                               f"{config.optimizer}, batch {config.batch}; loss summed "
-                               f"over tasks on {config.eval_samples} fixed prompts")
-        seconds = time.perf_counter() - start
+        trained = fit(net, batch_loss, observe, steps, optimizer=config.optimizer, lr=config.lr,
+                      eval_loss=lambda: float(task_losses().sum()), generators=[gen],
+                      model=f"{H}-head attention, {len(supports)} outputs, {config.optimizer}, "
+                            f"batch {config.batch}; loss summed over tasks on "
+                            f"{config.eval_samples} fixed prompts")
+        traj, seconds = trained.trajectory, trained.seconds
         final = {k: v[-1] for k, v in traj.params.items()}
         heads = classify_heads(final["omega"], final["mu"], config.active_fraction)
         with torch.no_grad():

@@ -9,16 +9,17 @@ import numpy as np
 import torch
 
 from dynamics.compare import escape_time
+from dynamics.status import Status
 from dynamics.sweep import Sweep, Task
 from dynamics.times import record_times
 from dynamics.trajectory import Trajectory
 from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
 
-from ..experiment import generator, seeds
 from ..sweeps import TrajectoryHooks
+from .experiment import Setup
 from .multitask import classify_heads
-from .network import SoftmaxAttentionRegressor, project
+from .network import project
 
 LINREG_PHASES = ("plateau", "single", "pair", "failed")
 
@@ -62,7 +63,7 @@ class LinregHooks(TrajectoryHooks):
         return {"head": config["heads"]}
 
     def phase(self, traj: Trajectory, config: dict) -> int:
-        if traj.status != "complete" or not np.isfinite(traj.loss).all():
+        if traj.status != Status.COMPLETE or not np.isfinite(traj.loss).all():
             return LINREG_PHASES.index("failed")
         if escape_time(traj) is None:
             return LINREG_PHASES.index("plateau")
@@ -94,14 +95,8 @@ class LinregHooks(TrajectoryHooks):
 
 
 def linreg_start(config: dict) -> torch.Tensor:
-    """(P,) start state of a linreg run, as LinregExperiment.run builds it."""
-    d, H, param = config["d"], config["heads"], config["param"]
-    manifold = theory.symbolic_model(d, H, param).manifold
-    if config["init"] == "symmetric":
-        return manifold.pack(theory.symmetric_start(d, H, config["init_scale"], param))
-    net = SoftmaxAttentionRegressor(d, H, param, dtype=getattr(torch, config["sgd_dtype"]))
-    net.init_normal(config["init_scale"], generator(seeds(config["seed"], 4)[0]))
-    return manifold.project(net.weights()).detach()
+    """(P,) start state of a linreg run: that of its `Setup`, the run's own."""
+    return Setup(config).state0.cpu()
 
 
 def linreg_flow_batch(configs: list[dict]) -> list[Trajectory]:
@@ -149,7 +144,7 @@ class MultitaskHooks(TrajectoryHooks):
         return {"head": config["heads"], "task": config["tasks"]}
 
     def phase(self, traj: Trajectory, config: dict) -> int:
-        if traj.status != "complete" or not np.isfinite(traj.loss).all():
+        if traj.status != Status.COMPLETE or not np.isfinite(traj.loss).all():
             return MULTITASK_PHASES.index("failed")
         layout = classify_heads(traj.params["omega"][-1], traj.params["mu"][-1],
                                 config["active_fraction"])["layout"]
