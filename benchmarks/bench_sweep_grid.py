@@ -1,6 +1,6 @@
 """A 32 x 32 grid of the linreg symbolic flow: one batched integration against a loop.
 
-Engine: sims.sweeps.linreg_flow_batch, the 1024 points (init_scale log-spaced
+Engine: sims.linreg.sweep.linreg_flow_batch, the 1024 points (init_scale log-spaced
 1e-3..1e-1 x L log-spaced 10..1000, H = 2, d = 5, sigma2 = 0.1, symmetric
 start, t_max = 20, 60 records) as one (1024, 4) state in one integrate call
 (torchdiffeq dopri5).
@@ -31,7 +31,7 @@ from dynamics.trajectory import Trajectory
 from reduced_models import linreg as theory
 from sims.linreg.experiment import SCHEMA
 from sims.linreg.network import project
-from sims.sweeps import linreg_flow_batch, linreg_start
+from sims.linreg.sweep import linreg_flow_batch, linreg_start
 
 N = 32
 RTOL, ATOL = 1e-10, 1e-12

@@ -10,7 +10,7 @@ import os
 from common import MEMORY_METHOD, RESULTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORDER = ["sgd_throughput", "ensemble_seeds", "population_flow", "ode_vs_sgd", "sweep_grid"]
+ORDER = ["sgd_throughput", "ensemble_seeds", "population_flow", "ode_vs_sgd", "sweep_grid", "startup"]
 CORE = ("case", "engine_s", "baseline_s", "ratio")
 
 

@@ -2,11 +2,18 @@
 
 Values are parsed as data (int, float, bool, str, lists of numbers); nothing is
 ever evaluated. Every error is a `UsageError` naming the key.
+
+A schema resolves to an instance of its config class (`Schema.config_class`): a
+frozen dataclass with one attribute per key (its Key in the field's metadata),
+also readable as a mapping (config["key"], dict(config), {**config}).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,21 +119,66 @@ def _raise(error: Exception):
     raise error
 
 
+PYTHON_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "ints": list[int],
+                "floats": list[float]}
+
+
+class Config(Mapping):
+    """Base of every schema's config class: a frozen dataclass, one attribute per key,
+    that is also a read-only mapping of key name -> value."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some keys changed (values as given, not parsed)."""
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
 class Schema:
-    """The keys of one experiment, in display order."""
+    """The keys of one experiment, in display order; name: that of its config class."""
 
     keys: tuple[Key, ...]
+    name: str = "Config"
     by_name: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "by_name", {k.name: k for k in self.keys})
 
+    @functools.cached_property
+    def config_class(self) -> type[Config]:
+        """The frozen dataclass of this schema's configs (fields in key order, each field's
+        metadata["key"] its Key)."""
+        reserved = {n for n in dir(Config) if not n.startswith("_")}
+        clash = [k.name for k in self.keys if k.name in reserved or not k.name.isidentifier()]
+        if clash:
+            raise ValueError(f"key {clash[0]!r} cannot be a config attribute")
+        fields = [(k.name, PYTHON_TYPES[k.type], field(metadata={"key": k})) for k in self.keys]
+        return dataclasses.make_dataclass(self.name, fields, bases=(Config,), frozen=True,
+                                          eq=False)
+
+    def typed(self, config: Mapping[str, Any]) -> Config:
+        """config as this schema's config class (values already resolved, e.g. a sweep
+        point built as a dict); an instance of it is returned as is."""
+        if isinstance(config, self.config_class):
+            return config
+        return self.config_class(**config)
+
     def defaults(self) -> dict[str, Any]:
         return {k.name: k.default for k in self.keys}
 
-    def resolve(self, *layers: dict[str, Any]) -> dict[str, Any]:
-        """Defaults overridden by each layer in turn (TOML table, then --set pairs).
+    def resolve(self, *layers: dict[str, Any]) -> Config:
+        """Defaults overridden by each layer in turn (TOML table, then --set pairs), as a
+        config instance.
 
         Raises UsageError for an unknown key or a bad value.
         """
@@ -139,7 +191,7 @@ class Schema:
         missing = [k for k, v in config.items() if v is None and self.by_name[k].type != "str"]
         if missing:
             raise UsageError(f"key '{missing[0]}': no value given and no default")
-        return config
+        return self.config_class(**config)
 
 
 def parse_assignments(pairs: list[str], option: str = "--set") -> dict[str, str]:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
+from .status import Status
+
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 # Right-hand-side evaluations per step (rejected steps cost the same); others: 4.
 EVALUATIONS_PER_STEP = {"dopri5": 6, "dopri8": 14, "bosh3": 4, "fehlberg2": 3,
@@ -42,13 +44,13 @@ class OdeSolution:
     - t: (T,) output times
     - y: (T, B, P) states; rows after a member's failure repeat its last good state
     - valid: (T, B) bool, whether the row was reached before any failure
-    - status: per member "complete" | "diverged" | "stalled"
+    - status: per member Status (complete, diverged or stalled)
     """
 
     t: np.ndarray
     y: torch.Tensor
     valid: np.ndarray
-    status: list[str]
+    status: list[Status]
 
 
 class _Guarded:
@@ -130,7 +132,7 @@ def integrate(
         options["norm"] = _worst_member_rms
     pieces = np.array_split(np.arange(len(times)), min(chunks, max(1, len(times) - 1)))
     out = [y]
-    status = ["complete"] * batch
+    status = [Status.COMPLETE] * batch
     reached = 1
     for piece in pieces:
         idx = np.concatenate([[reached - 1], piece[piece >= reached]])
@@ -142,7 +144,7 @@ def integrate(
                          options=options)
         except (AssertionError, RuntimeError):
             func.frozen = frozen
-            status = ["stalled" if s == "complete" else s for s in status]
+            status = [Status.STALLED if s == Status.COMPLETE else s for s in status]
             break
         out.extend(sol[1:])
         reached = idx[-1] + 1
@@ -156,7 +158,7 @@ def integrate(
     for b in range(batch):
         first_bad = np.flatnonzero(beyond[:, b])
         if func.frozen[b] or len(first_bad):
-            status[b] = "diverged"
+            status[b] = Status.DIVERGED
             cut = first_bad[0] if len(first_bad) else _first_frozen_row(ys[:, b])
             valid[cut:, b] = False
     if n_out < len(times):

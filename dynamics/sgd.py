@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from .status import Status
 from .trajectory import Trajectory
 
 
@@ -53,7 +54,7 @@ def train(
     last = int(record_steps[-1])
     wanted = set(record_steps.tolist())
     steps, losses, params = [], [], []
-    status = "complete"
+    status = Status.COMPLETE
     plan = checkpoint.active() if name is not None else None
     first, done = 0, False
 
@@ -86,13 +87,13 @@ def train(
         loss = batch_loss(step)
         value = loss.detach().cpu().numpy().astype(np.float64)
         if not np.isfinite(value).all() or np.abs(value).max() > loss_bound:
-            status = "diverged"
+            status = Status.DIVERGED
             break
         if step in wanted:
             # copies: an observable may be a view of a weight the next step changes
             observed = {k: np.array(v, dtype=np.float64) for k, v in observe().items()}
             if not all(np.isfinite(v).all() for v in observed.values()):
-                status = "diverged"
+                status = Status.DIVERGED
                 break
             if eval_loss is not None:
                 with torch.no_grad():

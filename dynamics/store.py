@@ -138,7 +138,7 @@ def write_trajectory(group: h5py.Group, traj: Trajectory) -> None:
     """Write one trajectory's datasets and attributes into an empty group (param_attrs
     become attributes of the params/<name> datasets: strings, numbers, lists of either)."""
     group.attrs["kind"] = traj.kind
-    group.attrs["status"] = traj.status
+    group.attrs["status"] = str(traj.status)  # the plain string (h5py refuses str subclasses)
     for key, value in traj.attrs.items():
         group.attrs[key] = value if isinstance(value, (str, int, float)) else _json_attr(value)
     group.create_dataset("t", data=traj.t.astype(np.float64))
@@ -248,7 +248,7 @@ def write_run(
         run.attrs["experiment"] = experiment
         run.attrs["config"] = _json_attr(config)
         run.attrs["seed"] = int(seed)
-        run.attrs["status"] = status
+        run.attrs["status"] = str(status)
         run.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         run.attrs["package_version"] = package_version()
         run.attrs["versions"] = _json_attr(library_versions())

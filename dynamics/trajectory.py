@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .status import Status
+
 KINDS = ("ode", "sgd")
 
 
@@ -18,9 +20,8 @@ class Trajectory:
     - loss: (T,) the loss the model descends (sgd: the minibatch loss before the step)
     - params: name -> (T, ...) reduced parameters (observables)
     - step: (T,) int64 optimiser steps (sgd only)
-    - status: "complete", "diverged" (non-finite or unbounded state) or "stalled"
-      (the adaptive solver's step budget or step size ran out); times after
-      the failure are not recorded, so the last row is the last good state
+    - status: a Status (dynamics.status; a str, "complete", "diverged" or "stalled");
+      times after a failure are not recorded, so the last row is the last good state
     - attrs: free-form metadata (written as HDF5 attributes of the trajectory's group)
     - param_attrs: per parameter, metadata written as attributes of its dataset
       params/<name>, e.g. {"p": {"labels": ["1", "2", "1,2"]}} (one label per entry
@@ -32,7 +33,7 @@ class Trajectory:
     loss: np.ndarray
     params: dict[str, np.ndarray]
     step: np.ndarray | None = None
-    status: str = "complete"
+    status: Status = Status.COMPLETE
     attrs: dict = field(default_factory=dict)
     param_attrs: dict[str, dict] = field(default_factory=dict)
 
@@ -41,6 +42,7 @@ class Trajectory:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         self.t = np.asarray(self.t, dtype=np.float64)
         self.loss = np.asarray(self.loss, dtype=np.float64)
+        self.status = Status(self.status)
         self.params = {k: np.asarray(v, dtype=np.float64) for k, v in self.params.items()}
         if self.step is not None:
             self.step = np.asarray(self.step, dtype=np.int64)

@@ -1,6 +1,8 @@
-"""Symbolic reduced models: one module per system, plus the base machinery."""
+"""Symbolic reduced models: one module per system, plus the base machinery.
 
-from . import induction, linreg, sparse
+A system's conformance cases are declared with the system (sims.system.System).
+"""
+
 from .base import (
     Manifold,
     Param,
@@ -13,23 +15,12 @@ from .base import (
     stationary_point,
 )
 
-SYSTEMS = {"linreg": linreg, "sparse": sparse, "induction": induction}
-
-
-def conformance_cases():
-    """Every registered system's cases for the conformance suite."""
-    for module in SYSTEMS.values():
-        yield from module.conformance_cases()
-
-
 __all__ = [
-    "SYSTEMS",
     "Manifold",
     "Param",
     "ReducedModel",
     "SymbolicLoss",
     "TorchLoss",
-    "conformance_cases",
     "flow_eigenvalues",
     "flow_jacobian",
     "integrate_flow",

@@ -23,14 +23,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sympy as sp
 import torch
-from sympy.solvers.solveset import NonlinearError
 
 from dynamics.ode import integrate
 from dynamics.trajectory import Trajectory
+
+from . import cache
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 Hyper = dict[str, "float | torch.Tensor"]
 
@@ -50,21 +54,25 @@ class Param:
 
 def symbol_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
     """Object array of sympy symbols name_i_j..., of the given shape."""
+    import sympy as sp
+
     out = np.empty(shape, dtype=object)
     for idx in np.ndindex(*shape):
         out[idx] = sp.Symbol(f"{name}_{'_'.join(map(str, idx))}" if idx else name, real=True)
     return out
 
 
-def compile_exprs(args: list[sp.Symbol], exprs: list[sp.Expr]) -> Callable[..., torch.Tensor]:
-    """Compile sympy expressions to a torch function.
+def _lambdify(args: list, exprs: list, modules: str) -> Callable:
+    """sympy's lambdify of exprs (numeric constants as 17-digit floats: torch functions
+    reject Python ints), common subexpressions shared."""
+    import sympy as sp
 
-    The returned function takes one tensor (or float) per symbol in args, all
-    broadcastable to a common shape S, and returns a tensor of shape (*S, len(exprs)).
-    """
-    # Numeric constants (sqrt(6), E) become floats: torch functions reject Python ints.
-    exprs = [sp.sympify(e).evalf(17) for e in exprs]
-    raw = sp.lambdify(args, exprs, modules="torch", cse=True)
+    return sp.lambdify(args, [sp.sympify(e).evalf(17) for e in exprs], modules=modules, cse=True)
+
+
+def torch_function(raw: Callable) -> Callable[..., torch.Tensor]:
+    """A lambdified function of several tensors or floats, broadcastable to a common shape
+    S, as one returning a tensor (*S, number of expressions)."""
 
     def call(*values):
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
@@ -81,12 +89,21 @@ def compile_exprs(args: list[sp.Symbol], exprs: list[sp.Expr]) -> Callable[..., 
     return call
 
 
-def compile_scalar(args: list[sp.Symbol], exprs: list[sp.Expr]) -> Callable[..., list[float]]:
+def compile_exprs(args: list, exprs: list) -> Callable[..., torch.Tensor]:
+    """Compile sympy expressions to a torch function.
+
+    The returned function takes one tensor (or float) per symbol in args, all
+    broadcastable to a common shape S, and returns a tensor of shape (*S, len(exprs)).
+    """
+    return torch_function(_lambdify(args, exprs, "torch"))
+
+
+def compile_scalar(args: list, exprs: list) -> Callable[..., list[float]]:
     """Compile sympy expressions to a function of Python floats (math module), one float per
     symbol in args, returning a list of floats: for one state on the CPU, where the
     overhead of each tensor operation would dominate. Where math cannot evaluate them
     (overflow, a domain error, division by zero, a function math lacks) the call raises."""
-    return sp.lambdify(args, [sp.sympify(e).evalf(17) for e in exprs], modules="math", cse=True)
+    return _lambdify(args, exprs, "math")
 
 
 class Manifold:
@@ -99,30 +116,57 @@ class Manifold:
       {weight name: object array of sympy expressions}, affine in the symbols
 
     Attributes: jacobian J (N, P), offset b (N,), metric G = J^T J (P, P) and
-    metric_inverse, all float64 numpy arrays; weight_shapes.
+    metric_inverse, all float64 numpy arrays; weight_shapes; key, the key of the
+    numeric lift in the on-disk cache (reduced_models.cache; None: not cached);
+    symbols and state_symbols, the sympy symbols of the state (built when first used).
     """
 
     def __init__(self, params: list[Param], lift: Callable[[dict], dict]):
         self.params = list(params)
-        self.symbols = {p.name: symbol_array(p.name, p.shape) for p in self.params}
-        self.state_symbols = [s for p in self.params for s in self.symbols[p.name].ravel()]
-        lifted = {k: np.asarray(v, dtype=object) for k, v in lift(self.symbols).items()}
-        self.weight_shapes = {k: v.shape for k, v in lifted.items()}
-        entries = [sp.sympify(e) for v in lifted.values() for e in v.ravel()]
+        self._lift = lift
+        self.key = cache.key("manifold", self.params, lift)
+        art = cache.load(self.key)
         try:
-            A, b = sp.linear_eq_to_matrix(entries, self.state_symbols)
-        except NonlinearError as exc:
-            raise ValueError(f"the lift must be affine in the reduced state ({exc})") from None
-        self.jacobian = np.array(A, dtype=np.float64)
-        self.offset = -np.array(b, dtype=np.float64).ravel()
+            shapes = {name: tuple(shape) for name, shape in art["weight_shapes"]}
+            jacobian = np.array(art["jacobian"], dtype=np.float64).reshape(art["jacobian_shape"])
+            offset = np.array(art["offset"], dtype=np.float64).reshape(-1)
+        except (TypeError, KeyError, ValueError):  # no artifact, or not a valid one
+            shapes, jacobian, offset = self._build()
+            cache.save(self.key, {"weight_shapes": [[k, list(v)] for k, v in shapes.items()],
+                                  "jacobian": jacobian.ravel().tolist(),
+                                  "jacobian_shape": list(jacobian.shape),
+                                  "offset": offset.tolist()})
+        self.weight_shapes, self.jacobian, self.offset = shapes, jacobian, offset
         self.metric = self.jacobian.T @ self.jacobian
         if np.linalg.matrix_rank(self.metric) < self.dim:
             raise ValueError("the lift is not injective: its metric J^T J is singular")
         self.metric_inverse = np.linalg.inv(self.metric)
 
+    def _build(self) -> tuple[dict, np.ndarray, np.ndarray]:
+        """(weight shapes, J, b) of the lift, from its sympy expressions."""
+        import sympy as sp
+        from sympy.solvers.solveset import NonlinearError
+
+        lifted = {k: np.asarray(v, dtype=object) for k, v in self._lift(self.symbols).items()}
+        entries = [sp.sympify(e) for v in lifted.values() for e in v.ravel()]
+        try:
+            A, b = sp.linear_eq_to_matrix(entries, self.state_symbols)
+        except NonlinearError as exc:
+            raise ValueError(f"the lift must be affine in the reduced state ({exc})") from None
+        return ({k: v.shape for k, v in lifted.items()}, np.array(A, dtype=np.float64),
+                -np.array(b, dtype=np.float64).ravel())
+
+    @functools.cached_property
+    def symbols(self) -> dict[str, np.ndarray]:
+        return {p.name: symbol_array(p.name, p.shape) for p in self.params}
+
+    @functools.cached_property
+    def state_symbols(self) -> list:
+        return [s for p in self.params for s in self.symbols[p.name].ravel()]
+
     @property
     def dim(self) -> int:
-        return len(self.state_symbols)
+        return sum(p.size for p in self.params)
 
     def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
         """(..., P) -> {param name: (..., *shape)}."""
@@ -206,24 +250,82 @@ class ReducedModel:
         self.manifold = manifold
         self.loss_spec = loss
         self.hyper = tuple(hyper)
-        self.hyper_symbols = {h: sp.Symbol(h, real=True) for h in self.hyper}
-        obs = {k: np.asarray(v, dtype=object) for k, v in observables(manifold.symbols).items()}
-        self.observable_exprs = obs
-        self._obs_shapes = {k: v.shape for k, v in obs.items()}
-        args = manifold.state_symbols
-        self._observe = compile_exprs(args, [sp.sympify(e) for v in obs.values() for e in v.ravel()])
         self.symbolic = isinstance(loss, SymbolicLoss)
+        self._observables = observables
+        # compiled from sympy, or loaded from the on-disk cache (reduced_models.cache)
+        self.key = None if manifold.key is None else cache.key(
+            "reduced model", manifold.key, observables, loss.fn if self.symbolic else None,
+            self.hyper)
+        self._obs_shapes, self._functions = self._compiled()
+        self._observe = torch_function(self._functions["observe"])
         if self.symbolic:
-            expr = loss.fn(obs, self.hyper_symbols)
-            self.loss_expr = expr
-            grad = [sp.diff(expr, s) for s in args]
-            self.gradient_exprs = grad
-            all_args = args + list(self.hyper_symbols.values())
-            self._loss = compile_exprs(all_args, [expr])
-            self._grad = compile_exprs(all_args, grad)
-            self._scalar_args = (all_args, grad)
+            self._loss = torch_function(self._functions["loss"])
+            self._grad = torch_function(self._functions["grad"])
             self._metric_rows = manifold.metric_inverse.tolist()
         self._scalar_usable = self.symbolic
+
+    def _compiled(self) -> tuple[dict[str, tuple], dict[str, Callable]]:
+        """(observable shapes, raw compiled functions): from the cache, else compiled."""
+        art = cache.load(self.key)
+        try:
+            shapes = {name: tuple(shape) for name, shape in art["observable_shapes"]}
+            functions = {name: cache.rebuild(f) for name, f in art["functions"].items()}
+            if {"observe", "loss", "grad"} - set(functions) and self.symbolic:
+                raise KeyError("loss")
+            return shapes, functions
+        except (cache.Uncacheable, TypeError, KeyError, IndexError, ValueError, AttributeError,
+                ImportError, SyntaxError):  # no artifact, or not a valid one
+            pass
+        sym = self._symbolic
+        shapes = {k: v.shape for k, v in sym["observables"].items()}
+        args = self.manifold.state_symbols
+        functions = {"observe": _lambdify(args, [e for v in sym["observables"].values()
+                                                 for e in v.ravel()], "torch")}
+        if self.symbolic:
+            all_args = args + list(sym["hyper"].values())
+            functions["loss"] = _lambdify(all_args, [sym["loss"]], "torch")
+            functions["grad"] = _lambdify(all_args, sym["gradient"], "torch")
+        self._save(shapes, functions)
+        return shapes, functions
+
+    def _save(self, shapes: dict[str, tuple], functions: dict[str, Callable]) -> None:
+        try:
+            generated = {name: cache.generated(f) for name, f in functions.items()}
+        except (cache.Uncacheable, OSError, TypeError):  # source not recoverable
+            return
+        cache.save(self.key, {"observable_shapes": [[k, list(v)] for k, v in shapes.items()],
+                              "functions": generated})
+
+    @functools.cached_property
+    def _symbolic(self) -> dict:
+        """The model in sympy: hyper symbols, observables, loss and its gradient in the state."""
+        import sympy as sp
+
+        hyper = {h: sp.Symbol(h, real=True) for h in self.hyper}
+        obs = {k: np.asarray(v, dtype=object)
+               for k, v in self._observables(self.manifold.symbols).items()}
+        out = {"hyper": hyper, "observables": obs}
+        if self.symbolic:
+            expr = self.loss_spec.fn(obs, hyper)
+            out["loss"] = expr
+            out["gradient"] = [sp.diff(expr, s) for s in self.manifold.state_symbols]
+        return out
+
+    @property
+    def hyper_symbols(self) -> dict:
+        return self._symbolic["hyper"]
+
+    @property
+    def observable_exprs(self) -> dict[str, np.ndarray]:
+        return self._symbolic["observables"]
+
+    @property
+    def loss_expr(self):
+        return self._symbolic["loss"]
+
+    @property
+    def gradient_exprs(self) -> list:
+        return self._symbolic["gradient"]
 
     @property
     def description(self) -> str:
@@ -263,13 +365,21 @@ class ReducedModel:
             obs = self.observe(x)
             with torch.no_grad():
                 d_obs = self.loss_spec.gradient({k: v.detach() for k, v in obs.items()}, hyper)
-            (g,) = torch.autograd.grad([obs[k] for k in d_obs], x, list(d_obs.values()),
-                                       allow_unused=True)
+            # one scalar root, sum of obs . d_obs: the same vector-Jacobian product, and
+            # autograd.grad with tensor grad_outputs would import sympy (torch.fx)
+            root = sum((obs[k] * v).sum() for k, v in d_obs.items())
+            (g,) = torch.autograd.grad(root, x, allow_unused=True)
         return torch.zeros_like(x) if g is None else g
 
     @functools.cached_property
     def _scalar_grad(self) -> Callable[..., list[float]]:
-        return compile_scalar(*self._scalar_args)
+        """The gradient on Python floats (`compile_scalar`), compiled when first needed and
+        then cached with the rest of the model."""
+        if "scalar_grad" not in self._functions:
+            args = self.manifold.state_symbols + list(self.hyper_symbols.values())
+            self._functions["scalar_grad"] = compile_scalar(args, self.gradient_exprs)
+            self._save(self._obs_shapes, self._functions)
+        return self._functions["scalar_grad"]
 
     def _scalar_rhs(self, state: torch.Tensor, hyper: Hyper) -> torch.Tensor | None:
         """-G^-1 grad Loss at one float64 CPU state (1, P), on Python floats; None where the

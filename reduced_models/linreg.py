@@ -34,7 +34,6 @@ import functools
 import math
 
 import numpy as np
-import sympy as sp
 import torch
 
 from .base import Manifold, Param, ReducedModel, SymbolicLoss, TorchLoss
@@ -62,8 +61,10 @@ def _last_corner(value, d: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=32)
 def manifold(d: int, heads: int, param: str) -> Manifold:
-    """The reduced manifold of H heads in dimension d, for either parameterisation."""
+    """The reduced manifold of H heads in dimension d, for either parameterisation (built once
+    per process; it holds no run state)."""
     if param == "merged":
         def lift(s):
             return {
@@ -92,6 +93,8 @@ def observables(d: int, param: str):
         return {"omega": s["omega"], "mu": s["mu"]}
 
     def factored(s):
+        import sympy as sp
+
         scale = 1 / sp.sqrt(d + 1)
         return {"omega": s["q"] * s["k"] * scale, "mu": s["v"] * s["o"]}
 
@@ -101,6 +104,8 @@ def observables(d: int, param: str):
 def large_L_loss(d: int) -> SymbolicLoss:
     """Lt = 1 + sigma2 - 2 mu.omega + mu^T [omega omega^T + ((1+sigma2)/L) exp.(d omega omega^T)] mu."""
     def build(obs, hyper):
+        import sympy as sp
+
         omega, mu = list(obs["omega"]), list(obs["mu"])
         L, sigma2 = hyper["L"], hyper["sigma2"]
         overlap = sum(m * w for m, w in zip(mu, omega))

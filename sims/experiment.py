@@ -8,15 +8,11 @@ import numpy as np
 import torch
 
 from dynamics.compare import compare
-from dynamics.config import Key, Schema
+from dynamics.config import Schema
 from dynamics.errors import UsageError
 from dynamics.memory import check_memory
-from dynamics.plots import plot_run
+from dynamics.status import Status
 from dynamics.trajectory import Trajectory
-
-CHECKPOINT_EVERY = Key(
-    "checkpoint_every", "int", 0, "optimiser steps between checkpoints of a training, kept "
-    "beside the output file until the run is stored (0: every 60 s of wall time)", low=0)
 
 
 @dataclass
@@ -37,9 +33,10 @@ class RunResult:
     axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
-    def status(self) -> str:
-        bad = [tr.status for tr in self.trajectories.values() if tr.status != "complete"]
-        return bad[0] if bad else "complete"
+    def status(self) -> Status:
+        """The first failed trajectory's status, else complete."""
+        bad = [tr.status for tr in self.trajectories.values() if tr.status != Status.COMPLETE]
+        return bad[0] if bad else Status.COMPLETE
 
 
 @dataclass
@@ -66,18 +63,17 @@ class CheckRow:
 
 
 class Experiment:
-    """Base class. Subclasses set name, description, schema and implement run.
+    """Base class. Subclasses set name and schema (those of its declaration in the
+    system's package, sims.system.ExperimentInfo) and implement run.
 
     run(config, ode=..., sgd=...) -> RunResult, with config already validated by
     the schema; validate(config) does checks that involve several keys;
     memory(config) estimates the peak memory of a run; admit(config), what the
-    CLI calls before any work, applies both; check(config) -> list[CheckRow]
-    compares theory with measurement (`icldyn check`), for experiments that
-    have theory checks.
+    CLI calls before any work, applies both. Theory checks (`icldyn check`) are
+    declared by the system (sims.system.System.checks).
     """
 
     name: str = ""
-    description: str = ""
     schema: Schema
 
     def validate(self, config: dict) -> None:
@@ -99,11 +95,10 @@ class Experiment:
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         raise NotImplementedError
 
-    def check(self, config: dict) -> list[CheckRow]:
-        raise NotImplementedError
-
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Figure(s) of a stored run; returns the main PNG path. Subclasses may add panels."""
+        from dynamics.plots import plot_run  # matplotlib loads only when a figure is drawn
+
         return plot_run(path, run_id, out)
 
 

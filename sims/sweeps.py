@@ -5,7 +5,8 @@ classifier, measures them from a run's trajectories, and cuts the grid into
 dynamics.sweep.Task objects. The default is one task per point (`run_point`:
 the experiment's own run); linreg ODE-only sweeps instead integrate whole
 groups of symbolic-flow points as one batched ODE (`run_linreg_flow_batch`).
-Adding an experiment's sweep is one hook object in HOOKS.
+A system names its hooks in its declaration (sims.system.System.hooks); an
+experiment without them is swept with `GenericHooks`.
 
 Every point uses the base seed: points of a grid share their random numbers
 (common random numbers), so differences across the grid are not sampling
@@ -24,16 +25,10 @@ from dynamics.compare import escape_time
 from dynamics.errors import UsageError
 from dynamics.sweep import Metric, Sweep, Task, parse_grid, run_sweep
 from dynamics.sweep_plots import plot_sweep
-from dynamics.times import record_times
 from dynamics.trajectory import Trajectory
-from reduced_models import linreg as theory
-from reduced_models.base import integrate_flow
-from reduced_models.markov import candidate_sets, set_label
 
 from . import registry
-from .experiment import comparisons, generator, seeds
-from .linreg.multitask import classify_heads
-from .linreg.network import SoftmaxAttentionRegressor, project
+from .experiment import comparisons
 
 NAN = float("nan")
 
@@ -42,7 +37,7 @@ def run_point(experiment: str, index: int, config: dict, ode: bool, sgd: bool) -
     """Task body: the experiment's run at one point -> [(index, metrics)]."""
     torch.set_num_threads(int(os.environ.get("ICLDYN_THREADS", "1")))
     result = registry.get(experiment).run(config, ode=ode, sgd=sgd)
-    return [(index, HOOKS[experiment].measure(result.trajectories, config, ode, sgd))]
+    return [(index, registry.hooks(experiment).measure(result.trajectories, config, ode, sgd))]
 
 
 class TrajectoryHooks:
@@ -128,217 +123,127 @@ class TrajectoryHooks:
                 for i, cfg in sweep.points()]
 
 
-LINREG_PHASES = ("plateau", "single", "pair", "failed")
+class GenericHooks(TrajectoryHooks):
+    """The sweep of an experiment whose system declares no hooks of its own.
 
-
-class LinregHooks(TrajectoryHooks):
-    """linreg: final omega, mu per head; phases
-    - plateau: the loss has not made 20% of a drop by t_max (no escape yet);
-    - single: escaped, the active heads (|mu_h| >= active_fraction x the largest,
-      default 0.1) share one sign
-      (one effective head, THEORY.md A.3, H = 1);
-    - pair: escaped with active heads of both signs (the +- pair, debiased GD);
-    - failed: the flow or the network diverged or stalled.
-    ODE-only sweeps report the symbolic Lt flow ("ode"), batched; sweeps with
-    SGD run each point in full and report ode, population, sgd and their gaps.
+    Its metrics are those of the run at the first grid point, which is computed
+    first (and stored as that point's result; a resumed sweep computes it again
+    to learn them): for each trajectory <traj>_loss_final and <traj>_escape_time,
+    for each comparison of the summary its gaps (TrajectoryHooks), and every other
+    number of the summary, nested keys joined by "_" (booleans as 0/1, None as
+    NaN; the wall-clock "seconds" and echoes of config keys left out). A list of numbers in the summary is
+    one metric along a list-valued config key of the same length (the first such
+    key in schema order: e.g. one risk per n_test); other lists are left out.
     """
 
-    params: ClassVar[dict[str, tuple[str, ...]]] = {"omega": ("head",), "mu": ("head",)}
-    phases = LINREG_PHASES
-    pairs = (("sgd", "population"), ("sgd", "ode"), ("ode", "population"))
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        self._first: tuple[int, dict, object] | None = None  # (index, config, RunResult)
 
-    # Keys the batched path understands, and the values it needs of some; a config
-    # with any other key (a newer schema) or value runs point by point, always right.
-    BATCHED_KEYS = frozenset((
-        "d", "L", "sigma2", "heads", "init", "init_scale", "param", "optimizer", "lr", "batch",
-        "t_max", "mc_samples", "eval_samples", "records", "rtol", "atol", "sgd_dtype", "device",
-        "seed", "ode_start", "pattern_threshold", "active_fraction", "covariance", "rho",
-        "population_rtol"))
-    BATCHED_VALUES: ClassVar[dict[str, str]] = {"ode_start": "init", "covariance": "identity"}
-    # Keys that change the ODE or its output grid: points differing in them go to
-    # separate batches. L and sigma2 enter as batched hyper-parameters, init,
-    # init_scale and seed through the start state; the rest is SGD-only.
-    STRUCTURAL = ("d", "heads", "param", "t_max", "lr", "records", "rtol", "atol", "device")
-    MAX_BATCH = 256
+    def _first_run(self, sweep: Sweep):
+        if self._first is None:
+            index, config = sweep.points()[0]
+            result = registry.get(self.experiment).run(config, ode=sweep.ode, sgd=sweep.sgd)
+            self._first = (index, config, result)
+        return self._first
 
-    def trajectories(self, ode: bool, sgd: bool) -> tuple[str, ...]:
-        if ode and sgd:
-            return ("ode", "population", "sgd")
-        return ("ode",) if ode else ("sgd",)
+    def _list_keys(self, config: dict) -> list[str]:
+        schema = registry.info(self.experiment).schema
+        return [k.name for k in schema.keys if k.type in ("ints", "floats")]
 
-    def extents(self, config: dict) -> dict[str, int]:
-        return {"head": config["heads"]}
+    def _numbers(self, summary: dict, config: dict, names: tuple[str, ...]) -> dict:
+        """{metric: (value, dims)} of the summary's numbers (see the class docstring)."""
+        lengths = {}
+        for key in self._list_keys(config):
+            lengths.setdefault(len(config[key]), key)
+        out = {}
 
-    def phase(self, traj: Trajectory, config: dict) -> int:
-        if traj.status != "complete" or not np.isfinite(traj.loss).all():
-            return LINREG_PHASES.index("failed")
-        if escape_time(traj) is None:
-            return LINREG_PHASES.index("plateau")
-        mu = traj.params["mu"][-1]
-        active = np.abs(mu) >= config.get("active_fraction", 0.1) * np.abs(mu).max()
-        signs = np.sign(mu[active])
-        both = (signs > 0).any() and (signs < 0).any()
-        return LINREG_PHASES.index("pair" if both else "single")
+        def walk(prefix: str, value) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}_{k}" if prefix else str(k), v)
+            elif isinstance(value, (list, tuple)):
+                if value and all(_number(v) for v in value) and len(value) in lengths:
+                    out[prefix] = ([_float(v) for v in value], (lengths[len(value)],))
+            elif _number(value):
+                out[prefix] = (_float(value), ())
 
-    def tasks(self, sweep: Sweep) -> list[Task]:
-        """ODE-only: groups of equal structural keys, at most MAX_BATCH points each,
-        one batched integration per group (chunks fixed by the grid alone)."""
-        points = sweep.points()
-        if not sweep.ode or sweep.sgd or not all(self._batchable(cfg) for _, cfg in points):
-            return super().tasks(sweep)
-        groups: dict[tuple, list] = {}
-        for i, cfg in points:
-            groups.setdefault(tuple(cfg[k] for k in self.STRUCTURAL), []).append((i, cfg))
-        out = []
-        for points in groups.values():
-            for start in range(0, len(points), self.MAX_BATCH):
-                chunk = points[start:start + self.MAX_BATCH]
-                out.append(Task(run_linreg_flow_batch, (chunk,), tuple(i for i, _ in chunk)))
-        return out
-
-    def _batchable(self, config: dict) -> bool:
-        return (set(config) <= self.BATCHED_KEYS
-                and all(config.get(k, v) == v for k, v in self.BATCHED_VALUES.items()))
-
-
-def linreg_start(config: dict) -> torch.Tensor:
-    """(P,) start state of a linreg run, as LinregExperiment.run builds it."""
-    d, H, param = config["d"], config["heads"], config["param"]
-    manifold = theory.symbolic_model(d, H, param).manifold
-    if config["init"] == "symmetric":
-        return manifold.pack(theory.symmetric_start(d, H, config["init_scale"], param))
-    net = SoftmaxAttentionRegressor(d, H, param, dtype=getattr(torch, config["sgd_dtype"]))
-    net.init_normal(config["init_scale"], generator(seeds(config["seed"], 4)[0]))
-    return manifold.project(net.weights()).detach()
-
-
-def linreg_flow_batch(configs: list[dict]) -> list[Trajectory]:
-    """The symbolic Lt flows of many linreg configs as ONE batched integration.
-
-    All configs share the STRUCTURAL keys; L and sigma2 enter as (B,) float64
-    hyper-parameter tensors, the start states as rows of the (B, P) state.
-    Returns one "ode" Trajectory per config (gradient-flow time t = lr x step grid).
-    """
-    first = configs[0]
-    model = theory.symbolic_model(first["d"], first["heads"], first["param"])
-    device = first["device"]
-    state0 = torch.stack([linreg_start(c) for c in configs]).to(device)
-    hyper = {k: torch.tensor([float(c[k]) for c in configs], dtype=torch.float64, device=device)
-             for k in ("L", "sigma2")}
-    t, _ = record_times(first["t_max"], first["lr"], first["records"])
-    return integrate_flow(model, state0, t, hyper, project, rtol=first["rtol"], atol=first["atol"])
-
-
-def run_linreg_flow_batch(points: list[tuple[int, dict]]) -> list:
-    """Task body: [(index, config)] -> [(index, metrics)] from one batched integration."""
-    torch.set_num_threads(int(os.environ.get("ICLDYN_THREADS", "1")))
-    trajs = linreg_flow_batch([cfg for _, cfg in points])
-    hooks = HOOKS["linreg"]
-    return [(i, hooks.measure({"ode": tr}, cfg, True, False)) for (i, cfg), tr in zip(points, trajs)]
-
-
-MULTITASK_PHASES = ("split", "superposition", "partial", "failed")
-
-
-class MultitaskHooks(TrajectoryHooks):
-    """linreg-multitask (network only): final omega_hk, mu_hk per head and task; phase
-    from sims.linreg.multitask.classify_heads at the last record (split: each task
-    its own +- heads; superposition: a head serves several tasks; partial: some task
-    lacks a +- pair), or failed when training diverged."""
-
-    params: ClassVar[dict[str, tuple[str, ...]]] = {
-        "omega": ("head", "task"), "mu": ("head", "task")}
-    phases = MULTITASK_PHASES
+        for key, value in summary.items():
+            if key not in names and key not in ("comparison", "seconds"):
+                walk(key, value)
+        return {k: v for k, v in out.items() if k not in config}  # not the config's echo
 
     def trajectories(self, ode: bool, sgd: bool) -> tuple[str, ...]:
-        return ("sgd",)
-
-    def extents(self, config: dict) -> dict[str, int]:
-        return {"head": config["heads"], "task": config["tasks"]}
-
-    def phase(self, traj: Trajectory, config: dict) -> int:
-        if traj.status != "complete" or not np.isfinite(traj.loss).all():
-            return MULTITASK_PHASES.index("failed")
-        layout = classify_heads(traj.params["omega"][-1], traj.params["mu"][-1],
-                                config["active_fraction"])["layout"]
-        return MULTITASK_PHASES.index(layout)
-
-
-class InductionHooks(TrajectoryHooks):
-    """induction: which candidate parent set wins (sims/induction/selection.py).
-
-    Per point: `mi_S_star`, the modified chi-square MI's winner S* (the phase; labels: every
-    candidate set of offsets of any grid point, "1,2" style), `mi_standard_S_star`, the
-    standard (power-1) criterion's winner, and `mi_margin`, I(S*) minus the runner-up's I;
-    per trajectory T (ode: the symbolic three-stage flow, sgd: the simplified network, each
-    through the run's schedule) `T_S_star`, the set with the largest final p named by the
-    offsets its heads copy at the end, `T_p_star_final`, that p, `T_a_final` and
-    `T_loss_final`.
-    """
-
-    def trajectories(self, ode: bool, sgd: bool) -> tuple[str, ...]:
-        return tuple(name for name, on in (("ode", ode), ("sgd", sgd)) if on)
-
-    @staticmethod
-    def labels(sweep: Sweep) -> tuple[str, ...]:
-        """Every candidate set of offsets over the grid, by size then lexicographically."""
-        sets = {s for _, cfg in sweep.points() for s in candidate_sets(cfg["window"], cfg["degree"])}
-        return tuple(set_label(s) for s in sorted(sets, key=lambda s: (len(s), s)))
-
-    def phase_metric(self, ode: bool, sgd: bool) -> str | None:
-        return "mi_S_star"
+        return tuple(self._first[2].trajectories) if self._first else ()
 
     def sweep_metrics(self, sweep: Sweep) -> list[Metric]:
-        labels = self.labels(sweep)
-        out = [Metric("mi_S_star", "winning set S* of the modified chi-square MI",
-                      phases=labels),
-               Metric("mi_standard_S_star", "winning set of the standard (power-1) "
-                      "chi-square MI", phases=labels),
-               Metric("mi_margin", "I(S*) - I(runner-up), modified chi-square MI")]
-        for n in self.trajectories(sweep.ode, sweep.sgd):
-            out += [Metric(f"{n}_S_star", f"{n}: set of largest final p, named by the offsets "
-                           "its heads copy at the end", phases=labels),
-                    Metric(f"{n}_p_star_final", f"{n}: final p of that set"),
-                    Metric(f"{n}_a_final", f"{n}: classifier a at the last record"),
-                    Metric(f"{n}_loss_final", f"{n}: loss at the last record")]
+        _, config, result = self._first_run(sweep)
+        self.pairs = _compared(result)
+        out = self.metrics(sweep.ode, sweep.sgd)
+        taken = {m.name for m in out}
+        out += [Metric(name, f"summary {name.replace('_', ' ')}", dims=dims)
+                for name, (_, dims) in self._numbers(result.summary, config,
+                                                     self.trajectories(True, True)).items()
+                if name not in taken]
+        return out
+
+    def extents(self, config: dict) -> dict[str, int]:
+        return {key: len(config[key]) for key in self._list_keys(config)}
+
+    def measure_result(self, result, config: dict, ode: bool, sgd: bool,
+                       declared: tuple[tuple[str, tuple[str, ...]], ...]) -> dict:
+        """{metric: value} of one point for exactly the declared (metric, dims): NaN where
+        the run at this point does not give it, or gives a list along another key."""
+        self.pairs = _compared(result)
+        found = self.measure(result.trajectories, config, ode, sgd) if all(
+            n in result.trajectories for n in self.trajectories(ode, sgd)) else {}
+        numbers = self._numbers(result.summary, config, tuple(result.trajectories))
+        out = {}
+        for name, dims in declared:
+            if name in numbers:
+                value, found_dims = numbers[name]
+                out[name] = value if found_dims == dims else NAN
+            else:
+                out[name] = found.get(name, NAN)
         return out
 
     def tasks(self, sweep: Sweep) -> list[Task]:
-        labels = self.labels(sweep)
-        return [Task(run_induction_point, (i, cfg, sweep.ode, sweep.sgd, labels), (i,))
-                for i, cfg in sweep.points()]
+        """The first point from the run that named the metrics; one task per other point."""
+        index, config, result = self._first_run(sweep)
+        declared = tuple((m.name, m.dims) for m in self.sweep_metrics(sweep))
+        first = [(index, self.measure_result(result, config, sweep.ode, sweep.sgd, declared))]
+        return [Task(_computed, (first,), (index,))] + [
+            Task(run_generic_point, (sweep.experiment, i, cfg, sweep.ode, sweep.sgd, declared),
+                 (i,))
+            for i, cfg in sweep.points() if i != index]
 
 
-def run_induction_point(index: int, config: dict, ode: bool, sgd: bool,
-                        labels: tuple[str, ...]) -> list:
-    """Task body: the winning sets at one induction point -> [(index, metrics)]."""
-    from .induction.selection import final_winner, winning_sets
+def _compared(result) -> tuple[tuple[str, str], ...]:
+    """The (a, b) pairs a run compared ("a_vs_b" in its summary's comparison)."""
+    return tuple(tuple(name.split("_vs_", 1)) for name in result.summary.get("comparison", {}))
 
+
+def _number(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float, np.number))
+
+
+def _float(value) -> float:
+    return NAN if value is None else float(value)
+
+
+def _computed(records: list) -> list:
+    """Task body: records computed before the sweep started."""
+    return records
+
+
+def run_generic_point(experiment: str, index: int, config: dict, ode: bool, sgd: bool,
+                      declared: tuple) -> list:
+    """Task body: the experiment's run at one point -> [(index, metrics)] (GenericHooks)."""
     torch.set_num_threads(int(os.environ.get("ICLDYN_THREADS", "1")))
-    result = winning_sets(config, ode, sgd)
-    out = {"mi_S_star": float(labels.index(set_label(result["mi"]))),
-           "mi_standard_S_star": float(labels.index(set_label(result["mi_standard"]))),
-           "mi_margin": result["mi_margin"]}
-    for name, traj in result["trajectories"].items():
-        offsets, p_final = final_winner(traj, result["sets"])
-        out[f"{name}_S_star"] = float(labels.index(set_label(offsets)))
-        out[f"{name}_p_star_final"] = p_final
-        out[f"{name}_a_final"] = float(traj.params["a"][-1])
-        out[f"{name}_loss_final"] = float(traj.loss[-1])
-    return [(index, out)]
-
-
-HOOKS: dict[str, TrajectoryHooks] = {"linreg": LinregHooks(), "linreg-multitask": MultitaskHooks(),
-                                     "induction": InductionHooks()}
-
-
-def hooks_for(experiment: str) -> TrajectoryHooks:
-    try:
-        return HOOKS[experiment]
-    except KeyError:
-        raise UsageError(f"experiment {experiment!r} has no sweep metrics yet "
-                         f"(sweepable: {', '.join(sorted(HOOKS))})") from None
-
+    result = registry.get(experiment).run(config, ode=ode, sgd=sgd)
+    hooks = GenericHooks(experiment)
+    hooks._first = (index, config, result)
+    return [(index, hooks.measure_result(result, config, ode, sgd, declared))]
 
 def plan(exp, config: dict, grid: list[str], ode: bool, sgd: bool) -> Sweep:
     """Validate a whole sweep before any work: grid values by the schema, every
@@ -348,9 +253,8 @@ def plan(exp, config: dict, grid: list[str], ode: bool, sgd: bool) -> Sweep:
         raise UsageError("--grid: give at least one KEY=V1,V2,...")
     if not ode and not sgd:
         raise UsageError("--no-ode and --no-sgd together leave nothing to compute")
-    hooks_for(exp.name)
     axes = parse_grid(exp.schema, grid)
-    sweep = Sweep(exp.name, config, tuple(axes), ode, sgd)
+    sweep = Sweep(exp.name, dict(config), tuple(axes), ode, sgd)
     for _, point in sweep.points():
         exp.admit(point)
     return sweep
@@ -363,12 +267,13 @@ def sweep(exp, config: dict, grid: list[str], out: str, *, ode: bool = True, sgd
 
     spec = plan(exp, config, grid, ode, sgd)
     store.check_writable(out)
-    hooks = hooks_for(exp.name)
+    hooks = registry.hooks(exp.name)
+    metrics = hooks.sweep_metrics(spec)
     extents: dict[str, int] = {}
     for _, point in spec.points():
         for dim, size in hooks.extents(point).items():
             extents[dim] = max(extents.get(dim, 0), size)
-    report = run_sweep(out, spec, hooks.sweep_metrics(spec), hooks.tasks(spec), extents,
+    report = run_sweep(out, spec, metrics, hooks.tasks(spec), extents,
                        hooks.phase_metric(ode, sgd), workers=workers, scheduler=scheduler)
     report["experiment"] = exp.name
     if plot:

@@ -85,3 +85,37 @@ def test_console_script_list_json():
                           capture_output=True, text=True, check=True)
     listing = json.loads(proc.stdout)
     assert listing["linreg"]["keys"]["d"]["default"] == 5
+
+
+PROBE = """
+import json, sys
+from sims.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "loaded": sorted(m for m in ("torch", "sympy") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["list"], ["list", "linreg"],
+                                  ["list", "--json"], ["run", "linreg", "--help"],
+                                  ["check", "linreg", "--help"], ["sweep", "sparse", "--help"]])
+def test_answers_without_torch_or_sympy(argv):
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
+                          check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "loaded": []}
+
+
+def test_list_and_run_help_show_the_experiments_keys_with_defaults_and_choices(capsys):
+    code, out, _ = run_cli(capsys, "list", "linreg")
+    assert code == 0 and out.startswith("linreg: ") and "linreg-risk" not in out
+    assert "param" in out and "[choices: merged, factored]" in out and "[0 < lr]" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "linreg-multitask", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "config keys (--set KEY=VALUE)" in out
+    assert "tasks" in out and "default" in out
+    code, _, err = run_cli(capsys, "list", "nosuch")
+    assert code == 2 and "unknown experiment 'nosuch'" in err

@@ -59,3 +59,34 @@ def test_assignments_and_toml(tmp_path):
         load_toml(str(bad))
     with pytest.raises(UsageError, match="missing.toml: cannot read"):
         load_toml(str(tmp_path / "missing.toml"))
+
+
+def test_a_schema_resolves_to_its_frozen_typed_config_class():
+    import dataclasses
+
+    schema = Schema((Key("n", "int", 3, "size", low=1),
+                     Key("mode", "str", "a", "mode", choices=("a", "b")),
+                     Key("xs", "floats", [0.5], "values")), name="ToyConfig")
+    config = schema.resolve({"n": "7"})
+    assert type(config) is schema.config_class and type(config).__name__ == "ToyConfig"
+    assert config.n == 7 and config["n"] == 7 and config.mode == "a" and config.xs == [0.5]
+    assert dict(config) == {"n": 7, "mode": "a", "xs": [0.5]} and config == dict(config)
+    assert {**config, "n": 8}["n"] == 8 and config.get("nosuch") is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.n = 9
+    with pytest.raises(KeyError):
+        config["nosuch"]
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    assert fields["mode"].metadata["key"].choices == ("a", "b") and fields["n"].type is int
+    assert config.replace(n=2).n == 2 and config.n == 7
+    assert schema.typed({"n": 1, "mode": "b", "xs": []}).mode == "b"
+    assert schema.typed(config) is config
+
+
+def test_every_experiment_has_a_config_class_of_its_keys():
+    from sims import registry
+
+    for name, info in registry.experiments().items():
+        config = info.schema.resolve()
+        assert list(config) == [k.name for k in info.schema.keys]
+        assert type(config).__name__.endswith("Config"), name

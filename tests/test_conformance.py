@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from reduced_models import conformance_cases
 from reduced_models.conformance import gradient_error, metric_error, worst_loss_increase
+from sims.registry import conformance_cases
 
 CASES = list(conformance_cases())
 IDS = [c[0] for c in CASES]

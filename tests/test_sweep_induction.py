@@ -8,6 +8,7 @@ from reduced_models.markov import best_set, set_label
 from sims import sweeps
 from sims.experiment import seeds
 from sims.induction.experiment import chi2_information
+from sims.induction.sweep import InductionHooks
 from sims.registry import get
 
 EXP = get("induction")
@@ -17,9 +18,9 @@ QUICK = {"samples": 300, "t_max": 20.0, "mi_chains": 200, "records": 20}
 def test_labels_cover_every_candidate_set_of_the_grid():
     config = EXP.schema.resolve(QUICK)
     spec = sweeps.plan(EXP, config, ["window=3,4", "degree=1,2"], ode=True, sgd=False)
-    labels = sweeps.HOOKS["induction"].labels(spec)
+    labels = InductionHooks().labels(spec)
     assert labels == ("1", "2", "3", "4", "1,2", "1,3", "1,4", "2,3", "2,4", "3,4")
-    metrics = {m.name: m for m in sweeps.HOOKS["induction"].sweep_metrics(spec)}
+    metrics = {m.name: m for m in InductionHooks().sweep_metrics(spec)}
     assert set(metrics) == {"mi_S_star", "mi_standard_S_star", "mi_margin", "ode_S_star",
                             "ode_p_star_final", "ode_a_final", "ode_loss_final"}
     assert metrics["ode_S_star"].phases == labels

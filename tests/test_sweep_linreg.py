@@ -11,7 +11,7 @@ import xarray as xr
 from dynamics.sweep import Sweep, parse_grid
 from sims.cli import main
 from sims.linreg.experiment import SCHEMA, LinregExperiment
-from sims.sweeps import HOOKS, run_linreg_flow_batch
+from sims.linreg.sweep import LinregHooks, run_linreg_flow_batch
 
 # tight tolerances: batched and single steps differ, so agreement is at the solver's error
 TIGHT = {"rtol": 1e-10, "atol": 1e-12, "t_max": 8.0, "records": 40, "mc_samples": 20}
@@ -24,7 +24,7 @@ def test_batched_grid_equals_per_point_runs():
     axes = parse_grid(SCHEMA, ["L=10,80", "sigma2=0,0.5", "init=symmetric,random",
                                "heads=1,3"])
     sweep = Sweep("linreg", base, tuple(axes), ode=True, sgd=False)
-    hooks = HOOKS["linreg"]
+    hooks = LinregHooks()
     tasks = hooks.tasks(sweep)
     assert len(tasks) == 2  # one batch per head count
     assert sorted(len(t.indices) for t in tasks) == [8, 8]
@@ -79,12 +79,12 @@ def test_sgd_only_keys_do_not_split_batches(key):
     base = SCHEMA.resolve({})
     sweep = Sweep("linreg", base, tuple(parse_grid(SCHEMA, [f"{key}=64,128", "L=10,20"])),
                   ode=True, sgd=False)
-    assert len(HOOKS["linreg"].tasks(sweep)) == 1
+    assert len(LinregHooks().tasks(sweep)) == 1
 
 
 def test_sweeps_with_sgd_run_points_as_independent_tasks():
     base = SCHEMA.resolve({})
     sweep = Sweep("linreg", base, tuple(parse_grid(SCHEMA, ["L=10,20"])), ode=True, sgd=True)
-    tasks = HOOKS["linreg"].tasks(sweep)
+    tasks = LinregHooks().tasks(sweep)
     assert [t.indices for t in tasks] == [(0,), (1,)]
     assert all(t.fn is not run_linreg_flow_batch for t in tasks)

@@ -8,7 +8,7 @@ import xarray as xr
 from sims.cli import main
 from sims.linreg.multitask import classify_heads
 from sims.linreg.multitask_experiment import SCHEMA, MultitaskExperiment
-from sims.sweeps import MULTITASK_PHASES
+from sims.linreg.sweep import MULTITASK_PHASES
 
 QUICK = ["--set", "t_max=0.3", "--set", "lr=0.01", "--set", "batch=32", "--set", "L=12",
          "--set", "eval_samples=64", "--set", "records=8"]

@@ -1,6 +1,6 @@
 """Which candidate parent set wins: by the chi-square criteria, and at the end of training.
 
-What a sweep point of `induction` computes (sims/sweeps.py, InductionHooks): the modified
+What a sweep point of `induction` computes (sims/induction/sweep.py, InductionHooks): the modified
 and the standard chi-square MI of every candidate set of offsets, the symbolic flow "ode"
 and/or the simplified network "sgd" through the run's schedule (the same seeds, samples and
 start as `icldyn run induction`), and the winning set of each.

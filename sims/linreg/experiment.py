@@ -27,21 +27,20 @@ the risks of plain and preconditioned one-step GD (sims.linreg.noniso).
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
+from dynamics.fit import Fit, fit
 from dynamics.progress import bar
-from dynamics.sgd import train
 from dynamics.times import record_times
 from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
 
 from ..experiment import (
-    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -52,51 +51,11 @@ from ..experiment import (
     lift_bytes,
     seeds,
 )
-from .checks import linreg_checks
+from .config import LINREG as SCHEMA
+from .config import LinregConfig
 from .network import SoftmaxAttentionRegressor, head_observables, pattern_formed, project
 from .noniso import baseline_risks, cosine_similarity, head_alignment, risk
-from .task import COVARIANCES, covariance_matrix, sample_regression
-
-SCHEMA = Schema((
-    Key("d", "int", 5, "covariate dimension", low=1),
-    Key("L", "int", 40, "context length (training)", low=1),
-    Key("sigma2", "float", 0.1, "label-noise variance", low=0.0),
-    Key("heads", "int", 2, "attention heads H", low=1),
-    Key("covariance", "str", "identity", "covariance of x: 'identity' or 'toeplitz' "
-        "(Sigma_ij = rho^|i-j|; needs param = merged)", choices=COVARIANCES),
-    Key("rho", "float", 0.5, "Toeplitz correlation, |rho| < 1", low=-1.0, high=1.0),
-    Key("init", "str", "symmetric", "start: 'symmetric' (+-init_scale alternating by head, "
-        "lifted) or 'random' (network weights N(0, init_scale^2))",
-        choices=("symmetric", "random")),
-    Key("init_scale", "float", 0.05, "start scale (omega = mu = +-init_scale when symmetric)",
-        low=0.0, low_open=True),
-    Key("ode_start", "str", "init", "where the reduced flows start: 'init' (the start point) or "
-        "'pattern' (the network's (omega, mu) when the pattern has formed)",
-        choices=("init", "pattern")),
-    Key("pattern_threshold", "float", 0.95, "the pattern has formed when every active head has "
-        "KQ diagonal ratio and OV last-entry ratio above this", low=0.0, high=1.0, low_open=True),
-    Key("active_fraction", "float", 0.1, "a head is active when |mu_h| >= active_fraction x "
-        "max_h |mu_h|", low=0.0, high=1.0),
-    Key("param", "str", "merged", "network parameterisation", choices=("merged", "factored")),
-    Key("optimizer", "str", "sgd", "full-network optimiser", choices=("sgd", "adam")),
-    Key("lr", "float", 0.02, "learning rate; t = lr x step", low=0.0, low_open=True),
-    Key("batch", "int", 512, "SGD minibatch size (fresh samples each step)", low=1),
-    Key("t_max", "float", 20.0, "gradient-flow time to reach; SGD steps = t_max / lr",
-        low=0.0, low_open=True),
-    Key("mc_samples", "int", 8000, "covariate draws of the population loss", low=1),
-    Key("eval_samples", "int", 4096, "fixed prompts on which the network's recorded loss "
-        "is measured", low=1),
-    Key("records", "int", 150, "log-spaced recording points", low=2, high=100_000),
-    Key("rtol", "float", 1e-7, "ODE relative tolerance", low=0.0, low_open=True),
-    Key("population_rtol", "float", 1e-4, "relative tolerance of the Monte-Carlo population "
-        "flow (its sampling error, ~0.5% of the state at 8000 draws, dwarfs the ~1e-4 "
-        "integration error)", low=0.0, low_open=True),
-    Key("atol", "float", 1e-9, "ODE absolute tolerance", low=0.0, low_open=True),
-    Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
-    Key("device", "str", "cpu", "torch device of the network and the flows ('cpu', 'cuda', ...)"),
-    Key("seed", "int", 0, "random seed (sampling, init, Monte-Carlo sample)", low=0),
-    CHECKPOINT_EVERY,
-))
+from .task import covariance_matrix, sample_regression
 
 MAX_STEPS = 10_000_000
 # The population flow is integrated in 2 pieces of its output grid, not 4 as the symbolic one
@@ -107,21 +66,21 @@ POPULATION_CHUNKS = 2
 
 class LinregExperiment(Experiment):
     name = "linreg"
-    description = "multi-head softmax attention on in-context linear regression (omega, mu flows vs SGD)"
     schema = SCHEMA
 
-    def validate(self, config: dict) -> None:
-        check_device(config["device"])
-        if config["covariance"] == "toeplitz":
-            if abs(config["rho"]) >= 1:
-                raise UsageError(f"key 'rho': must satisfy |rho| < 1, got {config['rho']!r}")
-            if config["param"] != "merged":
+    def validate(self, config: LinregConfig) -> None:
+        config = SCHEMA.typed(config)
+        check_device(config.device)
+        if config.covariance == "toeplitz":
+            if abs(config.rho) >= 1:
+                raise UsageError(f"key 'rho': must satisfy |rho| < 1, got {config.rho!r}")
+            if config.param != "merged":
                 raise UsageError("key 'param': covariance = toeplitz needs param = merged")
-        steps = config["t_max"] / config["lr"]
+        steps = config.t_max / config.lr
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} SGD steps exceeds {MAX_STEPS}")
 
-    def memory(self, config: dict) -> dict[str, float]:
+    def memory(self, config: LinregConfig) -> dict[str, float]:
         """Peak bytes (float64 throughout, D = d + 1, L1 = L + 1, T = min(records,
         t_max / lr) + 1 recorded times):
         - network: weights (H D^2, x3 factored, + H D) with gradients and two Adam moments;
@@ -133,61 +92,53 @@ class LinregExperiment(Experiment):
           with its graph 4 H mc_samples (L + d), and the losses of all records at once
           (reduced_models.base.integrate_flow) T mc_samples (2 H (L + d) + L + d);
         - the symbolic lift (sims.experiment.lift_bytes) and the ODE records."""
-        d, L, H, M = config["d"], config["L"], config["heads"], config["mc_samples"]
+        config = SCHEMA.typed(config)
+        d, L, H, M = config.d, config.L, config.heads, config.mc_samples
         D, L1 = d + 1, L + 1
-        T = min(config["records"], round(config["t_max"] / config["lr"])) + 1
-        matrix = config["covariance"] == "toeplitz"
-        factored = config["param"] == "factored"
+        T = min(config.records, round(config.t_max / config.lr)) + 1
+        matrix = config.covariance == "toeplitz"
+        factored = config.param == "factored"
         weights = H * D * D * (3 if factored else 1) + H * D
         state = H * d * (d + 1) // 2 + H if matrix else H * (4 if factored else 2)
         whole = (4 * H * (L + d) + T * (2 * H * (L + d) + L + d)) if matrix else 0
         return {
             "runtime": RUNTIME,
             "network": 4 * F64 * weights,
-            "SGD minibatch": 4 * F64 * config["batch"] * L1 * (D + H),
-            "evaluation prompts": 3 * F64 * config["eval_samples"] * L1 * (D + H),
+            "SGD minibatch": 4 * F64 * config.batch * L1 * (D + H),
+            "evaluation prompts": 3 * F64 * config.eval_samples * L1 * (D + H),
             "population flow": F64 * M * (L1 * d + 3 * L + whole),
             "symbolic lift and records": lift_bytes(weights, state)
             + 16 * F64 * T * (state + H * d * d),
         }
 
-    def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
-        d, L, sigma2, H, param = (config[k] for k in ("d", "L", "sigma2", "heads", "param"))
-        device = config["device"]
-        from_pattern = config["ode_start"] == "pattern"
+    def run(self, config: LinregConfig, *, ode: bool = True, sgd: bool = True) -> RunResult:
+        config = SCHEMA.typed(config)
+        d, L, sigma2, param = config.d, config.L, config.sigma2, config.param
+        device = config.device
+        from_pattern = config.ode_start == "pattern"
         if from_pattern and ode and not sgd:
             raise UsageError("key 'ode_start': 'pattern' starts the flows from the network; "
                              "it cannot be combined with --no-sgd")
         # a fifth seed leaves the first four (and so earlier runs) unchanged
-        seed_init, seed_mc, seed_sgd, seed_eval, seed_baselines = seeds(config["seed"], 5)
-        t, steps = record_times(config["t_max"], config["lr"], config["records"])
-        sigma = covariance_matrix(config["covariance"], d, config["rho"])
+        _, seed_mc, seed_sgd, seed_eval, seed_baselines = seeds(config.seed, 5)
+        t, steps = record_times(config.t_max, config.lr, config.records)
+        begin = Setup(config)
+        sigma, manifold, net, state0 = begin.sigma, begin.manifold, begin.net, begin.state0
         matrix = sigma is not None
-        manifold = theory.matrix_manifold(d, H) if matrix else theory.manifold(d, H, param)
         observable = project_with_kq if matrix else project
-        dtype = getattr(torch, config["sgd_dtype"])
-        net = SoftmaxAttentionRegressor(d, H, param, dtype=dtype).to(device)
-        if config["init"] == "symmetric":
-            point = theory.symmetric_start(d, H, config["init_scale"], param)
-            state0 = manifold.pack(theory.matrix_state(d, point["omega"], point["mu"])
-                                   if matrix else point)
-            net.load(manifold.lift(state0))
-        else:
-            net.init_normal(config["init_scale"], generator(seed_init, device))
-            state0 = manifold.project({k: v.cpu() for k, v in net.weights().items()})
-        state0 = state0.to(device)
         trajs, seconds = {}, {}
         if sgd:
             start = time.perf_counter()
-            eval_batch = sample_regression(config["eval_samples"], L, d, sigma2,
-                                           generator(seed_eval, device), dtype=dtype, device=device,
+            eval_batch = sample_regression(config.eval_samples, L, d, sigma2,
+                                           generator(seed_eval, device),
+                                           dtype=getattr(torch, config.sgd_dtype), device=device,
                                            covariance=sigma)
             trajs["sgd"] = self._train(net, config, steps, generator(seed_sgd, device), eval_batch,
-                                       sigma)
+                                       sigma).trajectory
             seconds["sgd"] = time.perf_counter() - start
         flow_start = 0
         if sgd:
-            formed = first_pattern_row(trajs["sgd"], config["pattern_threshold"])
+            formed = first_pattern_row(trajs["sgd"], config.pattern_threshold)
             if from_pattern:
                 flow_start = formed
                 if formed is not None:
@@ -198,9 +149,9 @@ class LinregExperiment(Experiment):
         if ode and flow_start is not None:
             for name, (model, hyper) in flow_models(config, sigma,
                                                     generator(seed_mc, device)).items():
-                solver = {"rtol": config["rtol"], "atol": config["atol"]}
+                solver = {"rtol": config.rtol, "atol": config.atol}
                 if name == "population":
-                    solver.update(rtol=config["population_rtol"], chunks=POPULATION_CHUNKS)
+                    solver.update(rtol=config.population_rtol, chunks=POPULATION_CHUNKS)
                 start = time.perf_counter()
                 with bar(float(t[-1]), f"{name} flow", unit="t") as progress:
                     def advance(now, progress=progress):
@@ -222,17 +173,12 @@ class LinregExperiment(Experiment):
         )
         return RunResult(trajs, summary)
 
-    def check(self, config: dict) -> list:
-        return linreg_checks(config)
-
     @staticmethod
-    def _train(net, config, steps, gen, eval_batch, covariance=None):
-        d, L, sigma2 = config["d"], config["L"], config["sigma2"]
-        opt_class = torch.optim.SGD if config["optimizer"] == "sgd" else torch.optim.Adam
-        optimizer = opt_class(net.parameters(), lr=config["lr"])
+    def _train(net, config: LinregConfig, steps, gen, eval_batch, covariance=None) -> Fit:
+        d, L, sigma2 = config.d, config.L, config.sigma2
 
         def batch_loss(step: int) -> torch.Tensor:
-            batch = sample_regression(config["batch"], L, d, sigma2, gen, dtype=eval_batch.y.dtype,
+            batch = sample_regression(config.batch, L, d, sigma2, gen, dtype=eval_batch.y.dtype,
                                       device=eval_batch.y.device, covariance=covariance)
             return ((net(batch.tokens()) - batch.yq) ** 2).mean()
 
@@ -243,18 +189,57 @@ class LinregExperiment(Experiment):
 
         def observe() -> dict[str, np.ndarray]:
             with torch.no_grad():
-                observed = head_observables(net.weights(), config["active_fraction"])
+                observed = head_observables(net.weights(), config.active_fraction)
                 if covariance is not None:
                     observed["kq_xx"] = project_with_kq(net.weights())["kq_xx"]
                 return {k: v.double().cpu().numpy() for k, v in observed.items()}
 
-        with bar(int(steps[-1]), "sgd", unit="step") as progress:
-            traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
-                         on_step=lambda s: progress.update(1), eval_loss=eval_loss,
-                         name="sgd", generators=[gen])
-        traj.attrs["model"] = (f"{net.param} network, {config['optimizer']}, batch {config['batch']}; "
-                               f"loss on {config['eval_samples']} fixed prompts")
-        return traj
+        return fit(net, batch_loss, observe, steps, optimizer=config.optimizer, lr=config.lr,
+                   eval_loss=eval_loss, generators=[gen],
+                   model=f"{net.param} network, {config.optimizer}, batch {config.batch}; "
+                         f"loss on {config.eval_samples} fixed prompts")
+
+
+class Setup:
+    """Where a linreg run of config starts, for the run and for its sweeps alike.
+
+    - sigma: (d, d) covariance of x, or None for the identity
+    - manifold: the reduced manifold of the flows (the matrix one under sigma)
+    - state0: (P,) float64 start of the flows on config.device: the symmetric point,
+      or the metric projection of the random network
+    - net: the network at its start on config.device: the lift of the symmetric point,
+      or weights N(0, init_scale^2) from seed stream 0 of 5
+    state0 and net are built when first used (a symmetric start needs no network).
+    """
+
+    def __init__(self, config: LinregConfig):
+        self.config = config = SCHEMA.typed(config)
+        self.symmetric = config.init == "symmetric"
+        self.sigma = covariance_matrix(config.covariance, config.d, config.rho)
+        self.manifold = (theory.matrix_manifold(config.d, config.heads) if self.sigma is not None
+                         else theory.manifold(config.d, config.heads, config.param))
+
+    @functools.cached_property
+    def state0(self) -> torch.Tensor:
+        c = self.config
+        if not self.symmetric:
+            weights = {k: v.cpu() for k, v in self.net.weights().items()}
+            return self.manifold.project(weights).to(c.device)
+        point = theory.symmetric_start(c.d, c.heads, c.init_scale, c.param)
+        if self.sigma is not None:
+            point = theory.matrix_state(c.d, point["omega"], point["mu"])
+        return self.manifold.pack(point).to(c.device)
+
+    @functools.cached_property
+    def net(self) -> SoftmaxAttentionRegressor:
+        c = self.config
+        net = SoftmaxAttentionRegressor(c.d, c.heads, c.param,
+                                        dtype=getattr(torch, c.sgd_dtype)).to(c.device)
+        if self.symmetric:
+            net.load(self.manifold.lift(self.state0))
+        else:
+            net.init_normal(c.init_scale, generator(seeds(c.seed, 5)[0], c.device))
+        return net
 
 
 def first_pattern_row(traj, threshold: float) -> int | None:
@@ -277,16 +262,16 @@ def pattern_summary(traj, formed: int | None) -> dict:
     return out
 
 
-def flow_models(config: dict, sigma: torch.Tensor | None, gen: torch.Generator) -> dict:
+def flow_models(config: LinregConfig, sigma: torch.Tensor | None, gen: torch.Generator) -> dict:
     """name -> (reduced model, hyper-parameters) of the flows a run integrates: "ode" (Lt)
     and "population" when isotropic; only the matrix "population" flow under Sigma."""
-    d, L, sigma2, H, param = (config[k] for k in ("d", "L", "sigma2", "heads", "param"))
+    d, L, sigma2, H, param = config.d, config.L, config.sigma2, config.heads, config.param
     if sigma is not None:
-        return {"population": (theory.matrix_population_model(d, H, L, config["mc_samples"],
+        return {"population": (theory.matrix_population_model(d, H, L, config.mc_samples,
                                                               gen, sigma), {"sigma2": sigma2})}
     return {
         "ode": (theory.symbolic_model(d, H, param), {"L": L, "sigma2": sigma2}),
-        "population": (theory.population_model(d, H, L, config["mc_samples"], gen, param),
+        "population": (theory.population_model(d, H, L, config.mc_samples, gen, param),
                        {"sigma2": sigma2}),
     }
 
@@ -306,7 +291,7 @@ def symmetric_state(kq_xx: np.ndarray, mu: np.ndarray) -> dict[str, np.ndarray]:
     return {"g": sym[:, upper[0], upper[1]], "mu": np.asarray(mu)}
 
 
-def noniso_summary(net, trajs: dict, sigma: torch.Tensor, config: dict, eval_batch,
+def noniso_summary(net, trajs: dict, sigma: torch.Tensor, config: LinregConfig, eval_batch,
                    gen: torch.Generator) -> dict:
     """Alignment of the network's final KQ_xx (per head) with Sigma^-1, with I and with the
     population flow's final KQ_xx; risks (MSE, standard error) of the network on the
@@ -323,8 +308,8 @@ def noniso_summary(net, trajs: dict, sigma: torch.Tensor, config: dict, eval_bat
     with torch.no_grad():
         errors = (net(eval_batch.tokens()) - eval_batch.yq).double() ** 2
     mean, se = risk(errors)
-    d, L, n = config["d"], config["L"], config["eval_samples"]
-    fit, test = (sample_regression(n, L, d, config["sigma2"], gen, dtype=torch.float64,
+    d, L, n = config.d, config.L, config.eval_samples
+    fit, test = (sample_regression(n, L, d, config.sigma2, gen, dtype=torch.float64,
                                    covariance=sigma) for _ in range(2))
     out["risk"] = {"network": {"risk": mean, "stderr": se}, **baseline_risks(fit, test, inverse)}
     return out

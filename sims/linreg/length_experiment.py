@@ -26,18 +26,15 @@ import h5py
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
+from dynamics.fit import fit
 from dynamics.plots import save_run_figure
-from dynamics.progress import bar
-from dynamics.sgd import train
 from dynamics.store import open_store, read_run
 from dynamics.times import log_steps
 from reduced_models import linreg as theory
 from reduced_models.linreg_theory import plain_gd_risk_at_step
 
 from ..experiment import (
-    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -47,77 +44,48 @@ from ..experiment import (
     lift_bytes,
     seeds,
 )
+from .config import LENGTH as SCHEMA
+from .config import LinregLengthConfig
 from .estimators import risk_curves
-from .linear_attention import NORMALISATIONS, LinearAttentionRegressor, gd_step
+from .linear_attention import LinearAttentionRegressor, gd_step
 from .network import SoftmaxAttentionRegressor, project
 from .task import sample_regression
-
-SCHEMA = Schema((
-    Key("d", "int", 5, "covariate dimension", low=1),
-    Key("L", "int", 40, "training context length", low=2),
-    Key("sigma2", "float", 0.1, "label-noise variance", low=0.0),
-    Key("heads", "ints", [1, 2, 4, 8], "heads H of the softmax networks (one network each)", low=1),
-    Key("linear", "bool", True, "also train the linear-attention baseline"),
-    Key("linear_heads", "int", 1, "heads of the linear-attention baseline", low=1),
-    Key("linear_norm", "str", "sum", "linear attention's normalisation: 'sum' over the context "
-        "or 'mean' (divided by L)", choices=NORMALISATIONS),
-    Key("param", "str", "merged", "network parameterisation", choices=("merged", "factored")),
-    Key("init", "str", "symmetric", "start: 'symmetric' (lift of omega = mu = +-init_scale, "
-        "alternating by head) or 'random' (weights N(0, init_scale^2))",
-        choices=("symmetric", "random")),
-    Key("init_scale", "float", 0.05, "start scale", low=0.0, low_open=True),
-    Key("optimizer", "str", "adam", "optimiser", choices=("sgd", "adam")),
-    Key("lr", "float", 0.003, "learning rate; t = lr x step", low=0.0, low_open=True),
-    Key("steps", "int", 2000, "optimiser steps per network", low=1, high=10_000_000),
-    Key("batch", "int", 256, "minibatch size (fresh prompts each step)", low=1),
-    Key("records", "int", 40, "log-spaced recording points of training", low=2, high=100_000),
-    Key("eval_samples", "int", 4096, "fixed prompts at L on which the training loss is recorded",
-        low=1),
-    Key("L_test", "ints", [10, 20, 40, 60, 80, 100, 150, 200], "test context lengths", low=2),
-    Key("samples", "int", 20000, "prompts per test length, shared by all networks", low=2),
-    Key("sgd_dtype", "str", "float64", "network dtype", choices=("float32", "float64")),
-    Key("device", "str", "cpu", "torch device of the networks ('cpu', 'cuda', ...)"),
-    Key("seed", "int", 0, "random seed (starts, minibatches, evaluation prompts)", low=0),
-    CHECKPOINT_EVERY,
-))
 
 CHUNK = 5_000  # test prompts evaluated at once
 MAX_DRAWS = 1e10  # test covariate entries per run (the defaults draw 6.8e7)
 
 
-def network_specs(config: dict) -> dict[str, tuple[str, int]]:
+def network_specs(config: LinregLengthConfig) -> dict[str, tuple[str, int]]:
     """name -> (kind "softmax" | "linear", heads) of the networks a run trains."""
-    specs = {f"softmax_H{h}": ("softmax", h) for h in dict.fromkeys(config["heads"])}
-    if config["linear"]:
-        specs[f"linear_H{config['linear_heads']}"] = ("linear", config["linear_heads"])
+    specs = {f"softmax_H{h}": ("softmax", h) for h in dict.fromkeys(config.heads)}
+    if config.linear:
+        specs[f"linear_H{config.linear_heads}"] = ("linear", config.linear_heads)
     return specs
 
 
-def build_network(kind: str, heads: int, config: dict, gen: torch.Generator):
+def build_network(kind: str, heads: int, config: LinregLengthConfig, gen: torch.Generator):
     """A network at its start: the lift of the symmetric point, or N(0, init_scale^2) weights."""
-    d, param, dtype = config["d"], config["param"], getattr(torch, config["sgd_dtype"])
+    d, param, dtype = config.d, config.param, getattr(torch, config.sgd_dtype)
     net = (SoftmaxAttentionRegressor(d, heads, param, dtype=dtype) if kind == "softmax"
-           else LinearAttentionRegressor(d, heads, param, config["linear_norm"], dtype=dtype))
-    net = net.to(config["device"])
-    if config["init"] == "symmetric":
+           else LinearAttentionRegressor(d, heads, param, config.linear_norm, dtype=dtype))
+    net = net.to(config.device)
+    if config.init == "symmetric":
         manifold = theory.manifold(d, heads, param)
-        state = manifold.pack(theory.symmetric_start(d, heads, config["init_scale"], param))
-        net.load({k: v.to(config["device"]) for k, v in manifold.lift(state).items()})
+        state = manifold.pack(theory.symmetric_start(d, heads, config.init_scale, param))
+        net.load({k: v.to(config.device) for k, v in manifold.lift(state).items()})
     else:
-        net.init_normal(config["init_scale"], gen)
+        net.init_normal(config.init_scale, gen)
     return net
 
 
-def train_network(net, config: dict, gen: torch.Generator, eval_batch, desc: str):
+def train_network(net, config: LinregLengthConfig, gen: torch.Generator, eval_batch, desc: str):
     """Train on fresh minibatches at the training length; an "sgd" Trajectory with the loss on
     eval_batch and the projection (omega, mu) at log-spaced steps."""
-    d, L, sigma2 = config["d"], config["L"], config["sigma2"]
-    opt_class = torch.optim.SGD if config["optimizer"] == "sgd" else torch.optim.Adam
-    optimizer = opt_class(net.parameters(), lr=config["lr"])
+    d, L, sigma2 = config.d, config.L, config.sigma2
     eval_tokens = eval_batch.tokens()
 
     def batch_loss(step: int) -> torch.Tensor:
-        batch = sample_regression(config["batch"], L, d, sigma2, gen, dtype=eval_batch.y.dtype,
+        batch = sample_regression(config.batch, L, d, sigma2, gen, dtype=eval_batch.y.dtype,
                                   device=eval_batch.y.device)
         return ((net(batch.tokens()) - batch.yq) ** 2).mean()
 
@@ -128,14 +96,12 @@ def train_network(net, config: dict, gen: torch.Generator, eval_batch, desc: str
         with torch.no_grad():
             return {k: v.double().cpu().numpy() for k, v in project(net.weights()).items()}
 
-    with bar(config["steps"], desc, unit="step") as progress:
-        traj = train(net, batch_loss, optimizer, log_steps(config["steps"], config["records"]),
-                     observe, config["lr"], on_step=lambda s: progress.update(1),
-                     eval_loss=eval_loss, name=desc.replace(" ", "_"), generators=[gen])
-    traj.attrs["model"] = (f"{type(net).__name__} ({net.param}, H={net.heads}), "
-                           f"{config['optimizer']} lr {config['lr']}, batch {config['batch']}, "
-                           f"trained at L={L}; loss on {config['eval_samples']} fixed prompts")
-    return traj
+    return fit(net, batch_loss, observe, log_steps(config.steps, config.records),
+               optimizer=config.optimizer, lr=config.lr, eval_loss=eval_loss, name=desc,
+               generators=[gen],
+               model=f"{type(net).__name__} ({net.param}, H={net.heads}), {config.optimizer} "
+                     f"lr {config.lr}, batch {config.batch}, trained at L={L}; loss on "
+                     f"{config.eval_samples} fixed prompts").trajectory
 
 
 def network_predictor(net):
@@ -153,17 +119,16 @@ def network_predictor(net):
 
 class LinregLengthExperiment(Experiment):
     name = "linreg-length"
-    description = ("length generalisation: softmax (per H) and linear attention trained at L, "
-                   "risks over test lengths")
     schema = SCHEMA
 
-    def validate(self, config: dict) -> None:
-        check_device(config["device"])
-        draws = config["samples"] * sum(L + 1 for L in config["L_test"]) * config["d"]
+    def validate(self, config: LinregLengthConfig) -> None:
+        config = SCHEMA.typed(config)
+        check_device(config.device)
+        draws = config.samples * sum(L + 1 for L in config.L_test) * config.d
         if draws > MAX_DRAWS:
             raise UsageError(f"key 'samples': {draws:.3g} covariate draws exceed {MAX_DRAWS:.0e}")
 
-    def memory(self, config: dict) -> dict[str, float]:
+    def memory(self, config: LinregLengthConfig) -> dict[str, float]:
         """Peak bytes (float64, D = d + 1, L1 = L + 1, W = the most heads of a network):
         - networks: every network's weights (H D^2, x3 factored, + H D) with gradients and
           two Adam moments, and the symbolic lift of each softmax start;
@@ -172,31 +137,33 @@ class LinregLengthExperiment(Experiment):
         - one test chunk of c = min(CHUNK, samples) prompts at max(L_test) + 1 = Lt:
           3 c Lt d prompts, 2 c Lt D tokens, 4 c W Lt + 2 c W D attention (networks and
           reduced predictors), 3 c d^2 ridge."""
-        d, L1, D = config["d"], config["L"] + 1, config["d"] + 1
+        config = SCHEMA.typed(config)
+        d, L1, D = config.d, config.L + 1, config.d + 1
         specs = network_specs(config).values()
         widest = max(heads for _, heads in specs)
-        per_head = D * D * (3 if config["param"] == "factored" else 1) + D
-        c, Lt = min(CHUNK, config["samples"]), max(config["L_test"]) + 1
+        per_head = D * D * (3 if config.param == "factored" else 1) + D
+        c, Lt = min(CHUNK, config.samples), max(config.L_test) + 1
         return {
             "runtime": RUNTIME,
             "networks": sum(4 * F64 * h * per_head + lift_bytes(h * per_head, 4 * h)
                             for _, h in specs),
-            "SGD minibatch": 4 * F64 * config["batch"] * L1 * (D + widest),
-            "evaluation prompts": 3 * F64 * config["eval_samples"] * L1 * (D + widest),
+            "SGD minibatch": 4 * F64 * config.batch * L1 * (D + widest),
+            "evaluation prompts": 3 * F64 * config.eval_samples * L1 * (D + widest),
             "test chunk": F64 * c * (3 * Lt * d + 2 * Lt * D + 4 * widest * Lt
                                      + 2 * widest * D + 3 * d * d),
         }
 
-    def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
+    def run(self, config: LinregLengthConfig, *, ode: bool = True, sgd: bool = True) -> RunResult:
+        config = SCHEMA.typed(config)
         if not sgd:
             raise UsageError("linreg-length trains networks; it cannot run with --no-sgd")
-        d, L, sigma2, device = config["d"], config["L"], config["sigma2"], config["device"]
+        d, L, sigma2, device = config.d, config.L, config.sigma2, config.device
         specs = network_specs(config)
-        streams = iter(seeds(config["seed"], 2 + 2 * len(specs)))
+        streams = iter(seeds(config.seed, 2 + 2 * len(specs)))
         seed_eval, seed_test = next(streams), next(streams)
-        eval_batch = sample_regression(config["eval_samples"], L, d, sigma2,
+        eval_batch = sample_regression(config.eval_samples, L, d, sigma2,
                                        generator(seed_eval, device),
-                                       dtype=getattr(torch, config["sgd_dtype"]), device=device)
+                                       dtype=getattr(torch, config.sgd_dtype), device=device)
         trajs, nets, seconds = {}, {}, {}
         for name, (kind, heads) in specs.items():
             start = time.perf_counter()
@@ -211,13 +178,13 @@ class LinregLengthExperiment(Experiment):
                 estimators[f"{name}_reduced"] = {"kind": "multihead", **points[name]}
         estimators.update({"dgd": None, "ridge": None})
         start = time.perf_counter()
-        curves = risk_curves(config["L_test"], d, sigma2, estimators, config["samples"],
+        curves = risk_curves(config.L_test, d, sigma2, estimators, config.samples,
                              generator(seed_test), chunk=CHUNK)
         seconds["evaluation"] = round(time.perf_counter() - start, 3)
         theory_curves = {
             f"{name}_reduced": [plain_gd_risk_at_step(
                 d, Lt, sigma2, gd_step(points[name]["omega"], points[name]["mu"], Lt,
-                                       config["linear_norm"])) for Lt in config["L_test"]]
+                                       config.linear_norm)) for Lt in config.L_test]
             for name, (kind, _) in specs.items() if kind == "linear"
         }
         networks = {name: {"kind": kind, "heads": heads, **points[name],
@@ -227,10 +194,10 @@ class LinregLengthExperiment(Experiment):
         for name, (kind, _) in specs.items():
             if kind == "linear":
                 networks[name]["gd_step_at_L"] = gd_step(points[name]["omega"], points[name]["mu"],
-                                                         L, config["linear_norm"])
+                                                         L, config.linear_norm)
         summary = {**curves, "theory": theory_curves, "networks": networks, "train_L": L,
                    "seconds": seconds}
-        L_axis = np.asarray(config["L_test"], dtype=np.int64)
+        L_axis = np.asarray(config.L_test, dtype=np.int64)
         risk = {"L_test": L_axis}
         for name in estimators:
             risk[name] = np.asarray(curves["risk"][name])

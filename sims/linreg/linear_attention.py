@@ -21,9 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .config import NORMALISATIONS
 from .network import SoftmaxAttentionRegressor, effective_weights
-
-NORMALISATIONS = ("sum", "mean")
 
 
 class LinearAttentionRegressor(SoftmaxAttentionRegressor):

@@ -10,19 +10,14 @@ Time is t = lr x step (for Adam a nominal clock).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
-from dynamics.progress import bar
-from dynamics.sgd import train
+from dynamics.fit import fit
 from dynamics.times import record_times
 
 from ..experiment import (
-    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -31,6 +26,8 @@ from ..experiment import (
     generator,
     seeds,
 )
+from .config import MULTITASK as SCHEMA
+from .config import MultitaskConfig
 from .multitask import (
     MultitaskAttention,
     classify_heads,
@@ -39,80 +36,52 @@ from .multitask import (
     task_observables,
 )
 
-SCHEMA = Schema((
-    Key("d", "int", 6, "covariate dimension", low=1),
-    Key("L", "int", 48, "context length", low=1),
-    Key("sigma2", "float", 0.1, "label-noise variance of every task", low=0.0),
-    Key("tasks", "int", 2, "number of tasks N", low=1, high=64),
-    Key("supports", "str", "auto", "coordinates (0-based) each task reads: tasks separated "
-        "by ';', coordinates by ',', inclusive ranges a-b; 'auto' chains N blocks overlapping "
-        "by half (d=6, N=2: 0-3;2-5)"),
-    Key("heads", "int", 4, "attention heads H", low=1),
-    Key("init_scale", "float", 0.5, "network weights start N(0, init_scale^2)",
-        low=0.0, low_open=True),
-    Key("optimizer", "str", "adam", "optimiser", choices=("sgd", "adam")),
-    Key("lr", "float", 1e-3, "learning rate; t = lr x step", low=0.0, low_open=True),
-    Key("batch", "int", 256, "minibatch size (fresh samples each step)", low=1),
-    Key("t_max", "float", 10.0, "time to reach (lr x steps)", low=0.0, low_open=True),
-    Key("eval_samples", "int", 2048, "fixed prompts on which the recorded loss is measured",
-        low=1),
-    Key("records", "int", 60, "log-spaced recording points", low=2, high=100_000),
-    Key("active_fraction", "float", 0.1, "head h serves task k when its strength "
-        "|omega_hk mu_hk| >= active_fraction x the strongest head's on task k",
-        low=0.0, high=1.0),
-    Key("sgd_dtype", "str", "float32", "network dtype", choices=("float32", "float64")),
-    Key("device", "str", "cpu", "torch device ('cpu', 'cuda', ...)"),
-    Key("seed", "int", 0, "random seed (init, sampling)", low=0),
-    CHECKPOINT_EVERY,
-))
-
 MAX_STEPS = 10_000_000
 
 
 class MultitaskExperiment(Experiment):
     name = "linreg-multitask"
-    description = ("multi-task in-context linear regression: which heads serve which task "
-                   "(split vs superposition)")
     schema = SCHEMA
 
-    def validate(self, config: dict) -> None:
-        check_device(config["device"])
-        resolve_supports(config["supports"], config["d"], config["tasks"])
-        steps = config["t_max"] / config["lr"]
+    def validate(self, config: MultitaskConfig) -> None:
+        config = SCHEMA.typed(config)
+        check_device(config.device)
+        resolve_supports(config.supports, config.d, config.tasks)
+        steps = config.t_max / config.lr
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} steps exceeds {MAX_STEPS}")
 
-    def memory(self, config: dict) -> dict[str, float]:
+    def memory(self, config: MultitaskConfig) -> dict[str, float]:
         """Peak bytes (float64, N tasks, D = d + N, L1 = L + 1): the weights (H D^2 + H D N)
         with gradients and two Adam moments; the minibatch with its autograd graph,
         4 x batch L1 (D + H + N); the evaluation prompts and their forward pass,
         3 x eval_samples L1 (D + H + N)."""
-        H, N = config["heads"], config["tasks"]
-        D, L1 = config["d"] + N, config["L"] + 1
+        config = SCHEMA.typed(config)
+        H, N = config.heads, config.tasks
+        D, L1 = config.d + N, config.L + 1
         return {"runtime": RUNTIME,
                 "network": 4 * F64 * H * D * (D + N),
-                "SGD minibatch": 4 * F64 * config["batch"] * L1 * (D + H + N),
-                "evaluation prompts": 3 * F64 * config["eval_samples"] * L1 * (D + H + N)}
+                "SGD minibatch": 4 * F64 * config.batch * L1 * (D + H + N),
+                "evaluation prompts": 3 * F64 * config.eval_samples * L1 * (D + H + N)}
 
-    def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
+    def run(self, config: MultitaskConfig, *, ode: bool = True, sgd: bool = True) -> RunResult:
+        config = SCHEMA.typed(config)
         if not sgd:
             raise UsageError(f"{self.name} has only the network: drop --no-sgd")
-        d, L, sigma2, H = (config[k] for k in ("d", "L", "sigma2", "heads"))
-        supports = resolve_supports(config["supports"], d, config["tasks"])
-        device, dtype = config["device"], getattr(torch, config["sgd_dtype"])
-        seed_init, seed_sgd, seed_eval = seeds(config["seed"], 3)
-        _, steps = record_times(config["t_max"], config["lr"], config["records"])
+        d, L, sigma2, H = config.d, config.L, config.sigma2, config.heads
+        supports = resolve_supports(config.supports, d, config.tasks)
+        device, dtype = config.device, getattr(torch, config.sgd_dtype)
+        seed_init, seed_sgd, seed_eval = seeds(config.seed, 3)
+        _, steps = record_times(config.t_max, config.lr, config.records)
         net = MultitaskAttention(d, len(supports), H, dtype=dtype).to(device)
-        net.init_normal(config["init_scale"], generator(seed_init, device))
-        opt_class = torch.optim.SGD if config["optimizer"] == "sgd" else torch.optim.Adam
-        optimizer = opt_class(net.parameters(), lr=config["lr"])
+        net.init_normal(config.init_scale, generator(seed_init, device))
         gen = generator(seed_sgd, device)
-        evaluation = sample_multitask(config["eval_samples"], L, d, supports, sigma2,
+        evaluation = sample_multitask(config.eval_samples, L, d, supports, sigma2,
                                       generator(seed_eval, device), dtype, device)
         eval_tokens = evaluation.tokens()
 
         def batch_loss(step: int) -> torch.Tensor:
-            batch = sample_multitask(config["batch"], L, d, supports, sigma2, gen, dtype, device)
+            batch = sample_multitask(config.batch, L, d, supports, sigma2, gen, dtype, device)
             return ((net(batch.tokens()) - batch.yq) ** 2).mean(0).sum()
 
         def task_losses() -> torch.Tensor:
@@ -123,18 +92,14 @@ class MultitaskExperiment(Experiment):
                 obs = task_observables(net.KQ, net.OV, supports, d)
             return {k: v.detach().double().cpu().numpy() for k, v in obs.items()}
 
-        start = time.perf_counter()
-        with bar(int(steps[-1]), "sgd", unit="step") as progress:
-            traj = train(net, batch_loss, optimizer, steps, observe, config["lr"],
-                         on_step=lambda s: progress.update(1),
-                         eval_loss=lambda: float(task_losses().sum()), name="sgd",
-                         generators=[gen])
-        traj.attrs["model"] = (f"{H}-head attention, {len(supports)} outputs, "
-                               f"{config['optimizer']}, batch {config['batch']}; loss summed "
-                               f"over tasks on {config['eval_samples']} fixed prompts")
-        seconds = time.perf_counter() - start
+        trained = fit(net, batch_loss, observe, steps, optimizer=config.optimizer, lr=config.lr,
+                      eval_loss=lambda: float(task_losses().sum()), generators=[gen],
+                      model=f"{H}-head attention, {len(supports)} outputs, {config.optimizer}, "
+                            f"batch {config.batch}; loss summed over tasks on "
+                            f"{config.eval_samples} fixed prompts")
+        traj, seconds = trained.trajectory, trained.seconds
         final = {k: v[-1] for k, v in traj.params.items()}
-        heads = classify_heads(final["omega"], final["mu"], config["active_fraction"])
+        heads = classify_heads(final["omega"], final["mu"], config.active_fraction)
         with torch.no_grad():
             per_task = task_losses().double().cpu().numpy()
         summary = {

@@ -25,7 +25,6 @@ import os
 import h5py
 import numpy as np
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.plots import save_run_figure
 from dynamics.store import open_store, read_run
@@ -37,19 +36,8 @@ from reduced_models.linreg_theory import (
 )
 
 from ..experiment import F64, RUNTIME, Experiment, RunResult, generator
+from .config import RISK as SCHEMA
 from .estimators import risk_curves
-
-SCHEMA = Schema((
-    Key("d", "int", 5, "covariate dimension", low=1),
-    Key("sigma2", "float", 0.1, "label-noise variance", low=0.0),
-    Key("L_test", "ints", [10, 20, 40, 60, 80, 100], "test context lengths (>= 2)", low=2),
-    Key("omega", "floats", [0.13, -0.13], "multihead: key-query scale per head"),
-    Key("mu", "floats", [3.45, -3.45], "multihead: label weight per head (as many as omega)"),
-    Key("network", "str", None, "FILE.h5:RUN_ID (or FILE.h5: its newest run) of a stored linreg "
-        "run; its network's final (omega, mu) projection is evaluated as estimator 'network'"),
-    Key("samples", "int", 100_000, "prompts per test length, shared by all estimators", low=2),
-    Key("seed", "int", 0, "random seed of the prompts", low=0),
-))
 
 CHUNK = 10_000  # prompts drawn at once by risk_curves
 MAX_DRAWS = 1e10  # covariate entries per run (the defaults draw 1.6e8 in about 10 s)
@@ -95,8 +83,6 @@ def stored_network_point(spec: str, d: int) -> dict:
 
 class LinregRiskExperiment(Experiment):
     name = "linreg-risk"
-    description = ("Monte-Carlo risks of softmax, GD, debiased GD and ridge predictors "
-                   "over test lengths")
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import COVARIANCES
+
 
 @dataclass
 class RegressionBatch:
@@ -40,9 +42,6 @@ def toeplitz_covariance(d: int, rho: float, dtype=torch.float64) -> torch.Tensor
     """(d, d) covariance Sigma_ij = rho^|i - j|."""
     idx = torch.arange(d)
     return torch.tensor(rho, dtype=dtype) ** (idx[:, None] - idx[None, :]).abs().to(dtype)
-
-
-COVARIANCES = ("identity", "toeplitz")
 
 
 def covariance_matrix(kind: str, d: int, rho: float) -> torch.Tensor | None:

@@ -1,0 +1,20 @@
+"""The sparse system: multi-layer multi-head attention on in-context sparse regression."""
+
+from ..system import ExperimentInfo, System
+from . import config
+
+SYSTEM = System(
+    name="sparse",
+    experiments=(
+        ExperimentInfo("sparse", "multi-head transformers on sparse regression: head "
+                       "importance, pruning, probes", config.SPARSE,
+                       "sims.sparse.experiment:SparseExperiment"),
+        ExperimentInfo("sparse-risk", "risks of OLS, ridge, GD, preprocess-then-optimize, "
+                       "Lasso on sparse regression", config.RISK,
+                       "sims.sparse.risk_experiment:SparseRiskExperiment"),
+        ExperimentInfo("sparse-flow", "preprocess-then-optimize reduced flow vs SGD on the "
+                       "linear-attention stack", config.FLOW,
+                       "sims.sparse.flow_experiment:SparseFlowExperiment"),
+    ),
+    conformance="reduced_models.sparse:conformance_cases",
+)

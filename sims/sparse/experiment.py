@@ -33,7 +33,6 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.plots import save_run_figure
 from dynamics.progress import bar
@@ -42,7 +41,6 @@ from dynamics.store import open_store, read_run
 from dynamics.times import log_steps
 
 from ..experiment import (
-    CHECKPOINT_EVERY,
     F64,
     RUNTIME,
     Experiment,
@@ -51,66 +49,14 @@ from ..experiment import (
     generator,
     seeds,
 )
+from .config import SPARSE as SCHEMA
 from .estimators import risk_samples, summarize
 from .network import TransformerShape, build, labels
 from .task import SparseBatch, sample_sparse
 
-SCHEMA = Schema((
-    Key("d", "int", 16, "covariate dimension", low=1),
-    Key("s", "int", 3, "sparsity of beta (random support, N(0,1) values)", low=0),
-    Key("sigma2", "float", 0.25, "label-noise variance of training", low=0.0),
-    Key("format", "str", "interleaved", "tokens: 'interleaved' (x and y tokens, causal "
-        "attention, loss at every x token) or 'concat' (one (x, y) token per example, loss "
-        "at the query)", choices=("interleaved", "concat")),
-    Key("n_min", "int", 8, "smallest training context length, uniform per step (concat)",
-        low=1),
-    Key("n_max", "int", 32, "largest training context length", low=1),
-    Key("curriculum_d_start", "int", 0, "interleaved: train first with x zero beyond this "
-        "many coordinates, one more every curriculum_interval steps (0: no curriculum)",
-        low=0),
-    Key("curriculum_n_start", "int", 0, "interleaved: train first with this many examples, "
-        "two more every curriculum_interval steps (0: no curriculum)", low=0),
-    Key("curriculum_interval", "int", 2000, "steps between curriculum increments", low=1),
-    Key("n_test", "ints", [8, 16, 24, 32], "context lengths of the pruning comparison", low=1),
-    Key("sigma2_test", "floats", [0.0, 0.25, 1.0], "noise levels of the pruning comparison",
-        low=0.0),
-    Key("network", "str", "standard", "network analysed: 'standard' (softmax, MLP, LayerNorm) "
-        "or 'linear' (linear-attention stack, concat format)", choices=("standard", "linear")),
-    Key("layers", "int", 3, "layers", low=2),
-    Key("heads", "int", 4, "heads per layer", low=1),
-    Key("width", "int", 32, "residual width of the standard network (divisible by heads)", low=1),
-    Key("mlp_ratio", "int", 4, "MLP hidden width / width (standard network)", low=1),
-    Key("init_std", "float", 0.02, "weight std of the linear stack at random init", low=0.0,
-        low_open=True),
-    Key("single_head", "bool", True, "also train the single-head network of the comparison"),
-    Key("optimizer", "str", "adam", "optimiser of the analysed networks", choices=("adam", "sgd")),
-    Key("net_lr", "float", 1e-3, "peak learning rate of the analysed networks", low=0.0,
-        low_open=True),
-    Key("lr_schedule", "str", "cosine", "'constant', or 'cosine': linear warm-up over the "
-        "first 2% of steps, then cosine decay to 0", choices=("constant", "cosine")),
-    Key("steps", "int", 2000, "training steps of the analysed networks", low=1),
-    Key("batch", "int", 64, "prompts per step (fresh each step)", low=1),
-    Key("eval_samples", "int", 2000, "fixed evaluation prompts per (n, noise) point", low=2),
-    Key("probe_samples", "int", 1000, "prompts to fit the probes (as many again to score)",
-        low=2),
-    Key("importance_floor", "float", 0.2, "layer 1 'all heads matter' when every normalised "
-        "importance is >= this", low=0.0, high=1.0),
-    Key("dominance", "float", 0.5, "a later layer has 'one dominant head' when every other "
-        "normalised importance is <= this", low=0.0, high=1.0),
-    Key("converged_ratio", "float", 1.5, "the network has converged when its risk at n_max is "
-        "at most this times the tuned preprocess-then-optimize risk", low=1.0),
-    Key("reference_trials", "int", 2000, "prompts of the preprocess-then-optimize reference "
-        "(as many again to tune it); 0 skips it", low=0),
-    Key("device", "str", "cpu", "torch device"),
-    Key("seed", "int", 0, "random seed", low=0),
-    CHECKPOINT_EVERY,
-))
-
 
 class SparseExperiment(Experiment):
     name = "sparse"
-    description = ("multi-head transformers on sparse regression: head importance, pruning, "
-                   "probes")
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import torch
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.plots import save_run_figure
 from dynamics.progress import bar
@@ -35,39 +34,13 @@ from ..experiment import (
     lift_bytes,
     seeds,
 )
+from .config import FLOW as SCHEMA
 from .network import LinearAttentionStack, TransformerShape, tokens
 from .task import sample_sparse
-
-SCHEMA = Schema((
-    Key("d", "int", 16, "covariate dimension", low=1),
-    Key("s", "int", 3, "sparsity of beta (random support, N(0,1) values)", low=0),
-    Key("sigma2", "float", 0.25, "label-noise variance", low=0.0),
-    Key("layers", "int", 3, "layers of the linear stack", low=2),
-    Key("heads", "int", 4, "heads per layer", low=1),
-    Key("lr", "float", 5e-4, "SGD learning rate of the linear stack on the reduced manifold; "
-        "t = lr x step", low=0.0, low_open=True),
-    Key("t_max", "float", 2.0, "gradient-flow time of the comparison", low=0.0, low_open=True),
-    Key("records", "int", 40, "log-spaced records of the comparison", low=2),
-    Key("n_flow", "int", 16, "context length of the comparison", low=1),
-    Key("flow_batch", "int", 256, "prompts per SGD step of the linear stack", low=1),
-    Key("mc_samples", "int", 2000, "prompts of the Monte-Carlo population loss", low=2),
-    Key("init_alpha", "float", 0.5, "start of every layer-1 scale alpha_h (alpha = 0 is "
-        "stationary in alpha)", low=0.0, low_open=True),
-    Key("init_eta", "float", 0.02, "start of every step size eta_l"),
-    Key("freeze_values", "bool", True, "keep the linear stack's OV at the lift (only KQ trains); "
-        "with one parameter per head the value maps are constants of the lift"),
-    Key("kq_label_free", "bool", True, "hold the label row and column of the linear stack's "
-        "KQ at 0 during SGD (the lift has none; free, they make SGD unstable at these lr)"),
-    Key("rtol", "float", 1e-6, "ODE relative tolerance", low=0.0, low_open=True),
-    Key("atol", "float", 1e-8, "ODE absolute tolerance", low=0.0, low_open=True),
-    Key("device", "str", "cpu", "torch device"),
-    Key("seed", "int", 0, "random seed", low=0),
-))
 
 
 class SparseFlowExperiment(Experiment):
     name = "sparse-flow"
-    description = "preprocess-then-optimize reduced flow vs SGD on the linear-attention stack"
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:

@@ -17,13 +17,13 @@ import math
 import h5py
 import numpy as np
 
-from dynamics.config import Key, Schema
 from dynamics.errors import UsageError
 from dynamics.memory import dominant_key
 from dynamics.plots import save_run_figure
 from dynamics.store import open_store
 
 from ..experiment import F64, RUNTIME, Experiment, RunResult, check_device, generator
+from .config import RISK as SCHEMA
 from .estimators import (
     ESTIMATORS,
     POINTS_1D,
@@ -32,20 +32,6 @@ from .estimators import (
     risk_samples,
     summarize,
 )
-
-SCHEMA = Schema((
-    Key("d", "int", 20, "covariate dimension", low=1),
-    Key("s", "int", 3, "sparsity: nonzero entries of beta (N(0,1) values)", low=0),
-    Key("sigma2", "float", 0.25, "label-noise variance", low=0.0),
-    Key("n_test", "ints", [10, 20, 40, 80], "context lengths n at which risks are measured",
-        low=1),
-    Key("k_steps", "int", 10, "GD steps of gd and pto (the same number for both)", low=1),
-    Key("trials", "int", 4000, "evaluation prompts per n (standard errors ~ 1/sqrt)", low=2),
-    Key("tune_trials", "int", 1000, "separate prompts per n on which hyper-parameters are tuned",
-        low=2),
-    Key("device", "str", "cpu", "torch device of the estimators"),
-    Key("seed", "int", 0, "random seed", low=0),
-))
 
 # GD steps (d^2 multiply-adds per prompt) of a run: the grid search tunes gd on
 # 2 POINTS_1D and pto on 2 POINTS_2D^2 step sizes, then both are evaluated once.
@@ -66,7 +52,6 @@ ORDERINGS = (("pto", "gd"), ("pto", "ridge"), ("lasso", "pto"), ("lasso", "ridge
 
 class SparseRiskExperiment(Experiment):
     name = "sparse-risk"
-    description = "risks of OLS, ridge, GD, preprocess-then-optimize, Lasso on sparse regression"
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
