@@ -18,6 +18,9 @@ SPARSE = ["sparse", "--set", "d=6", "--set", "s=2", "--set", "layers=2", "--set"
           "--set", "width=8", "--set", "n_min=3", "--set", "n_max=6", "--set", "n_test=3,6", "--set",
           "sigma2_test=0.25", "--set", "batch=8", "--set", "eval_samples=50", "--set",
           "probe_samples=20", "--set", "reference_trials=20"]
+INDUCTION = ["induction", "--no-ode", "--set", "L=20", "--set", "batch=16", "--set",
+             "t_max=6", "--set", "records=10", "--set", "mi_chains=50", "--set",
+             "samples=100", "--set", "test_samples=0"]
 LINREG = ["linreg", "--no-ode", "--set", "t_max=4", "--set", "lr=0.02", "--set", "batch=64",
           "--set", "eval_samples=200", "--set", "records=20"]
 
@@ -49,7 +52,8 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("command,steps", [(SPARSE, "steps=60"), (LINREG, None)])
+@pytest.mark.parametrize("command,steps", [(SPARSE, "steps=60"), (LINREG, None),
+                                           (INDUCTION, None)])
 def test_a_crash_after_a_checkpoint_resumes_bit_identical(tmp_path, monkeypatch, command, steps):
     args = ["run", *command, "--set", "checkpoint_every=7", "--no-plot"]
     if steps:

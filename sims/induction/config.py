@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dynamics.config import Key, Schema
 
+from ..keys import CHECKPOINT_EVERY
+
 LOSSES = ("ce", "logsoftmax")  # variants of the reduced loss: reduced_models.induction.LOSSES
 
 INDUCTION = Schema((
@@ -61,5 +63,6 @@ INDUCTION = Schema((
     Key("rtol", "float", 1e-6, "ODE relative tolerance", low=0.0, low_open=True),
     Key("atol", "float", 1e-9, "ODE absolute tolerance", low=0.0, low_open=True),
     Key("seed", "int", 0, "random seed (samples, SGD batches, MI kernels)", low=0),
+    CHECKPOINT_EVERY,
 ), name="InductionConfig")
 InductionConfig = INDUCTION.config_class

@@ -266,7 +266,8 @@ def train_network(net, config: dict, stages: list, eval_counts, observe, gen, na
 
     with bar(total_steps(stages), name, unit="step") as progress:
         traj = train_schedule(net, stages, config["records"], batch_loss, read, eval_loss,
-                              on_step=lambda s: progress.update(1))
+                              on_step=lambda s: progress.update(1), checkpoint_name=name,
+                              generators=[gen])
     kind = "simplified" if isinstance(net, SimplifiedInductionNet) else "full"
     source = (f"drawn from a fixed set of {config['train_size']}" if config["train_size"]
               else "fresh")

@@ -64,15 +64,17 @@ def flow_segments(stages: list[Stage], manifold, records: int) -> tuple[list, li
 
 
 def train_schedule(net: torch.nn.Module, stages: list[Stage], records: int, batch_loss,
-                   observe, eval_loss, on_step=None) -> Trajectory:
+                   observe, eval_loss, on_step=None, checkpoint_name: str = "sgd",
+                   generators=()) -> Trajectory:
     """Plain SGD through the stages; one "sgd" Trajectory on the common time axis.
 
     net.BLOCKS maps each block to the names of its parameters; parameters outside a
     stage's blocks are frozen (no gradient) during it. batch_loss() draws a fresh minibatch
-    and returns its loss.
+    and returns its loss. Each stage checkpoints as "<checkpoint_name>-stage<k>" when the run does;
+    generators are the random streams batch_loss draws from.
     """
     pieces, t0, s0 = [], 0.0, 0
-    for stage in stages:
+    for k, stage in enumerate(stages):
         moving = {n for b in stage.blocks for n in net.BLOCKS[b]}
         for name, p in net.named_parameters():
             p.requires_grad_(name in moving)
@@ -80,7 +82,8 @@ def train_schedule(net: torch.nn.Module, stages: list[Stage], records: int, batc
                                     lr=stage.lr)
         _, steps = stage.grid(records)
         piece = train(net, lambda step: batch_loss(), optimizer, steps, observe, stage.lr,
-                      on_step=on_step, eval_loss=eval_loss)
+                      on_step=on_step, eval_loss=eval_loss, name=f"{checkpoint_name}-stage{k}",
+                      generators=generators)
         piece.t, piece.step = piece.t + t0, piece.step + s0
         if len(piece.t) > (1 if pieces else 0):
             pieces.append(piece if not pieces else _drop_first(piece))
