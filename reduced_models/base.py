@@ -15,7 +15,7 @@ Euclidean geometry of the full weights,
     d theta / dt = - G^-1 grad_theta Loss,
 
 is what full-network gradient descent with step lr follows, with t = lr x step
-(THEORY.md D), provided the manifold is invariant under the full flow.
+(docs/theory/flows.md), provided the manifold is invariant under the full flow.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reduced models of the induction-head system (THEORY.md B; arXiv 2409.10559).
+"""Reduced models of the induction-head system (docs/theory/induction.md; arXiv 2409.10559).
 
 The simplified network TF(M, H, d, D) (sims/induction/network.py) has three
 parameter blocks and they are the reduced state:

@@ -1,6 +1,6 @@
 """Reduced models of multi-head softmax attention on in-context linear regression.
 
-THEORY.md A (He, Pan, Chen, Yang, ICML 2025, arXiv 2503.12734): trained heads
+docs/theory/linreg.md (He, Pan, Chen, Yang, ICML 2025, arXiv 2503.12734): trained heads
 become KQ_h = omega_h diag(I_d, 0) and OV_h = mu_h e_(d+1), so the network is
 the reduced predictor
 
@@ -18,7 +18,7 @@ sims.linreg.network):
 Two losses on either manifold, both the mean squared error E (y_hat - y_q)^2
 with the noisy query label (no factor 1/2; so flow time t equals lr x step of
 SGD on that MSE):
-- symbolic: the large-L approximation Lt(omega, mu) (A.4);
+- symbolic: the large-L approximation Lt(omega, mu);
 - population: the exact loss of the reduced predictor, with beta and the label
   noise integrated out in closed form and the covariates sampled once
   (common random numbers): E_x[ |r|^2 / d + sigma2 (sum_l w_l^2 + 1) ],
@@ -115,7 +115,7 @@ def large_L_loss(d: int) -> SymbolicLoss:
         )
         return 1 + sigma2 - 2 * overlap + overlap**2 + (1 + sigma2) / L * spread
 
-    return SymbolicLoss(build, "large-L loss Lt (THEORY.md A.4)")
+    return SymbolicLoss(build, "large-L loss Lt (docs/theory/linreg.md, section 4)")
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,4 +1,4 @@
-"""Closed-form risks for in-context linear regression (THEORY.md A.4-A.5).
+"""Closed-form risks for in-context linear regression (docs/linreg-theory.md).
 
 Setting of He, Pan, Chen, Yang, arXiv 2503.12734: x_1..x_L, x_q ~ N(0, I_d),
 beta ~ N(0, I_d / d), labels y = beta.x + eps with eps ~ N(0, sigma2).
@@ -96,7 +96,7 @@ def debiased_gd_risk_at_step(d: int, L: int, sigma2: float, eta: float) -> float
 
 
 def debiased_gd_optimal_step(d: int, L: int, sigma2: float) -> float:
-    """L / (L + d (1 + sigma2)); matches the +- pair limit 2 omega mu of THEORY A.4."""
+    """L / (L + d (1 + sigma2)); matches the +- pair limit 2 omega mu (docs/theory/linreg.md, section 5)."""
     a, b = _debiased_gd_moments(d, L, sigma2)
     return b / a
 
@@ -135,7 +135,7 @@ def single_head_risk_approx(d: int, L: int, sigma2: float) -> float:
 def large_L_loss(
     omega: torch.Tensor, mu: torch.Tensor, d: int, L: int, sigma2: float
 ) -> torch.Tensor:
-    """Reduced large-L loss Lt(omega, mu) of THEORY A.4 (from the paper's authors), a 0-d tensor.
+    """Reduced large-L loss Lt(omega, mu) (docs/theory/linreg.md, section 4; from the paper's authors), a 0-d tensor.
 
     omega, mu: (H,). Lt = 1 + sigma2 - 2 mu.omega
     + mu^T [omega omega^T + ((1 + sigma2) / L) exp.(d omega omega^T)] mu, exp. element-wise.

@@ -1,4 +1,4 @@
-"""Theory of induction heads on n-gram Markov chains (THEORY.md B.3).
+"""Theory of induction heads on n-gram Markov chains (docs/theory/induction.md, section 4).
 
 From Chen, Sheen, Wang, Yang, "Unveiling Induction Heads: Provable Training
 Dynamics and Feature Learning in Transformers" (NeurIPS 2024, arXiv
@@ -189,7 +189,7 @@ def chi2_from_joint(joint: torch.Tensor, offsets: tuple[int, ...], modified: boo
 
     joint: law from `next_token_joint`. With z the tokens at the offsets,
     I = sum_z mu(z)^q (sum_e mu(e|z)^2 / mu(e) - 1), q = 2 if modified
-    else 1 (THEORY.md B.3). Histories or tokens of probability 0 contribute 0.
+    else 1 (docs/theory/induction.md, section 4). Histories or tokens of probability 0 contribute 0.
     """
     r = joint.dim() - 1
     kept = sorted(r - s for s in offsets) + [r]
@@ -316,7 +316,7 @@ def gih_log_predict_from_counts(
 def gih_predict(
     context: torch.Tensor, offsets: tuple[int, ...], a: float | torch.Tensor, vocab: int
 ) -> torch.Tensor:
-    """Limiting generalised-induction-head prediction of the next token (THEORY.md B.3).
+    """Limiting generalised-induction-head prediction of the next token (docs/theory/induction.md, section 4).
 
     context: (n, L) int64; offsets: S*; a: classifier logit, a float or a
     tensor of any shape. Returns (*a.shape, n, vocab) float64 probabilities:

@@ -1,6 +1,6 @@
 """Reduced model of preprocess-then-optimize written as a linear-attention stack.
 
-THEORY.md C (Chen, Zhao, Zou, NeurIPS 2024, arXiv 2408.04532): layer 1
+docs/theory/sparse.md (Chen, Zhao, Zou, NeurIPS 2024, arXiv 2408.04532): layer 1
 reweights the coordinates by the in-context correlations r = (1/n) X^T y,
 later layers run GD steps on the reweighted data. Our construction (an
 exact weight setting of sims.sparse.network.LinearAttentionStack, weight

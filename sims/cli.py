@@ -1,4 +1,4 @@
-"""The `icldyn` command line (DESIGN.md, CLI contract).
+"""The `icldyn` command line (docs/design.md, command-line contract).
 
 Exit status: 0 success; 1 a theory check failed; 2 bad input (one line on
 stderr naming the key or path, nothing written).
@@ -30,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="an experiment (icldyn list)")
+    p.add_argument("experiment", help="a registered experiment, or a reduced-model file "
+                   "PATH.py (docs/user-models.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (lists comma-separated)")
     p.add_argument("--config", metavar="FILE.toml", help="config file (keys at top level)")
@@ -118,16 +119,30 @@ def _key_lines(schema: Schema) -> list[str]:
 def resolve_config(args) -> tuple:
     """(experiment, admitted config) from --config, --set and --seed: validated, and
     within the memory limit (Experiment.admit)."""
-    info = registry.info(args.experiment)
+    if is_model_file(args.experiment):
+        from . import user_model  # torch and sympy load only for a model file
+
+        exp = user_model.load(args.experiment)
+        schema = exp.schema
+    else:
+        info = registry.info(args.experiment)
+        schema = info.schema
     layers = [load_toml(args.config)] if args.config else []
     layers.append(parse_assignments(args.set))
     if args.seed is not None:
         layers.append({"seed": args.seed})
-    config = info.schema.resolve(*layers)
+    config = schema.resolve(*layers)
     _threads()
-    exp = registry.get(info.name)
+    if not is_model_file(args.experiment):
+        exp = registry.get(info.name)
     exp.admit(config)
     return exp, config
+
+
+def is_model_file(name: str) -> bool:
+    """Whether an experiment argument names a reduced model's Python file (docs/user-models.md)
+    rather than a registered experiment."""
+    return name.endswith(".py") or os.sep in name
 
 
 def _threads() -> None:
@@ -178,8 +193,12 @@ def cmd_run(args) -> dict:
 
 
 def cmd_check(args) -> dict:
-    checks = registry.checks(registry.info(args.experiment).name)
-    exp, config = resolve_config(args)
+    if is_model_file(args.experiment):
+        exp, config = resolve_config(args)
+        checks = exp.check
+    else:
+        checks = registry.checks(registry.info(args.experiment).name)
+        exp, config = resolve_config(args)
     rows = [row.as_dict() for row in checks(config)]
     return {"experiment": exp.name, "passed": all(r["passed"] for r in rows), "rows": rows}
 

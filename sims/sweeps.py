@@ -245,6 +245,13 @@ def run_generic_point(experiment: str, index: int, config: dict, ode: bool, sgd:
     hooks._first = (index, config, result)
     return [(index, hooks.measure_result(result, config, ode, sgd, declared))]
 
+def hooks_of(exp) -> TrajectoryHooks:
+    """The sweep hooks of an experiment: its own (a reduced model from a file) or its
+    system's (sims.registry.hooks)."""
+    own = getattr(exp, "sweep_hooks", None)
+    return own() if own is not None else registry.hooks(exp.name)
+
+
 def plan(exp, config: dict, grid: list[str], ode: bool, sgd: bool) -> Sweep:
     """Validate a whole sweep before any work: grid values by the schema, every
     point by the experiment's memory estimate and cross-key checks (Experiment.admit).
@@ -267,7 +274,7 @@ def sweep(exp, config: dict, grid: list[str], out: str, *, ode: bool = True, sgd
 
     spec = plan(exp, config, grid, ode, sgd)
     store.check_writable(out)
-    hooks = registry.hooks(exp.name)
+    hooks = hooks_of(exp)
     metrics = hooks.sweep_metrics(spec)
     extents: dict[str, int] = {}
     for _, point in spec.points():

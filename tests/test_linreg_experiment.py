@@ -33,7 +33,7 @@ def test_factored_run_path_and_escape_time_agree():
     cmp = result.summary["comparison"]["sgd_vs_population"]
     assert cmp["path"] < 0.03
     assert cmp["escape_shift"] < 0.05
-    assert 8 < cmp["escape_time"]["b"] < 16  # the factored plateau is long (THEORY.md D)
+    assert 8 < cmp["escape_time"]["b"] < 16  # the factored plateau is long (docs/linreg-extensions.md)
 
 
 def test_diverging_sgd_and_ode_are_stored_as_diverged():

@@ -233,7 +233,7 @@ def test_single_head_optimum_is_stationary_point_of_large_L_loss(point):
 def test_large_L_loss_of_opposite_pair_tends_to_debiased_gd(point):
     d, L, sigma2 = point
     omega = 1e-3
-    # The pair acts as debiased GD with step 2 omega mu (THEORY A.3), optimal at the finite-L step.
+    # The pair acts as debiased GD with step 2 omega mu (docs/theory/linreg.md, section 3), optimal at the finite-L step.
     mu = debiased_gd_optimal_step(d, L, sigma2) / (2 * omega)
     loss = large_L_loss(
         torch.tensor([omega, -omega], dtype=torch.float64),

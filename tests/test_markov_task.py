@@ -1,4 +1,4 @@
-"""Sampler for n-gram Markov-chain tasks (sims/induction/task.py, THEORY.md B.1)."""
+"""Sampler for n-gram Markov-chain tasks (sims/induction/task.py, docs/theory/induction.md)."""
 
 import itertools
 

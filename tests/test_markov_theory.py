@@ -1,4 +1,4 @@
-"""Theory of induction heads on Markov chains (reduced_models/markov.py, THEORY.md B.3)."""
+"""Theory of induction heads on Markov chains (reduced_models/markov.py, docs/theory/induction.md)."""
 
 import itertools
 import math

@@ -114,7 +114,7 @@ def test_averaging_equals_ols_for_orthogonal_designs_and_is_unbiased():
 
 
 def gd_closed_form(x, y, eta, k):
-    """[I - (I - eta S)^k] S^+ X^T y / n (THEORY.md C)."""
+    """[I - (I - eta S)^k] S^+ X^T y / n (docs/theory/sparse.md)."""
     n = x.shape[1]
     gram = x.mT @ x / n
     corr = torch.einsum("bnd,bn->bd", x, y) / n

@@ -1,4 +1,4 @@
-"""Experiment `induction`: induction heads on in-context n-gram Markov chains (THEORY.md B).
+"""Experiment `induction`: induction heads on in-context n-gram Markov chains (docs/theory/induction.md).
 
 One run, from the authors' start (w_plus on each head's own offset, C_S = c_init, a = a_init):
 - "ode": the symbolic three-stage model (reduced_models/induction.py, docs/induction.md);

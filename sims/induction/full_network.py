@@ -1,4 +1,4 @@
-"""The full induction-head transformer (THEORY.md B.2, "full"): token-dependent layer 1 plus LayerNorm.
+"""The full induction-head transformer (docs/theory/induction.md, section 2): token-dependent layer 1 plus LayerNorm.
 
 Layer 1, head h, at a position with token x (the query position L+1 has a zero row) and
 window tokens x_(-k), k = 1..M (zero rows before x_1):

@@ -1,4 +1,4 @@
-"""Length and prior generalisation of trained induction networks (THEORY.md B.3, last item).
+"""Length and prior generalisation of trained induction networks (docs/theory/induction.md).
 
 The networks trained at (L, alpha) are evaluated, unchanged, on fresh sequences at every
 test length L_test and prior alpha_test; beside them the limiting generalised induction head

@@ -1,4 +1,4 @@
-"""The simplified induction-head transformer TF(M, H, d, D) (THEORY.md B.2; arXiv 2409.10559).
+"""The simplified induction-head transformer TF(M, H, d, D) (docs/theory/induction.md, section 2; arXiv 2409.10559).
 
 Parameters (the reduced state, see reduced_models/induction.py):
 - w (H, M): copier, head h mixes the previous M positions with weights

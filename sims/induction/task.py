@@ -1,4 +1,4 @@
-"""n-gram Markov-chain tasks for induction heads (THEORY.md B.1).
+"""n-gram Markov-chain tasks for induction heads (docs/theory/induction.md, section 1).
 
 Setting of Chen, Sheen, Wang, Yang, "Unveiling Induction Heads: Provable
 Training Dynamics and Feature Learning in Transformers" (NeurIPS 2024,
@@ -84,7 +84,7 @@ def one_hot_inputs(
     """(n, L + 1, vocab) network input for tokens (n, L + 1) int64.
 
     Rows 1..L are the one-hot context x_1..x_L; row L + 1 (the query
-    position) is zero, hiding the target x_{L+1} (THEORY.md B.1).
+    position) is zero, hiding the target x_{L+1} (docs/theory/induction.md, section 1).
     """
     inputs = torch.nn.functional.one_hot(tokens, vocab).to(dtype)
     inputs[:, -1] = 0

@@ -1,9 +1,9 @@
-"""Theory checks of the linreg system: the rows of `icldyn check linreg` (THEORY.md A.4-A.5).
+"""Theory checks of the linreg system: the rows of `icldyn check linreg` (docs/linreg-theory.md).
 
 Every row puts a closed form against a measurement of the same quantity
 (docs/linreg-theory.md lists them with measured values):
 
-- risks (A.5): Monte-Carlo risks of the predictors themselves. Each draw
+- risks (docs/linreg-theory.md): Monte-Carlo risks of the predictors themselves. Each draw
   integrates out what can be integrated exactly given the prompt, which
   lowers the variance without changing the mean: for the coefficient
   predictors (GD, debiased GD, ridge: y_hat = beta_hat.x_q) the query,
@@ -15,7 +15,7 @@ Every row puts a closed form against a measurement of the same quantity
   (d, L -> infinity at fixed xi = d/L) are checked against the Richardson
   extrapolation to 1/k -> 0 of measurements at (k d, k L), k = 1, 2, 4 (exact
   for corrections up to O(1/k^2); the standard error is propagated).
-- the symbolic large-L flow (A.4): the one-head stationary point found by
+- the symbolic large-L flow (docs/theory/linreg.md, sections 4-5): the one-head stationary point found by
   Newton's method from the end of a flow, its loss and the eigenvalues of the
   flow Jacobian -G^-1 H (closed forms derived below); the +- pair's omega mu
   asymptote and loss infimum on the valley floor; zero-sum and homogeneity of
@@ -59,7 +59,7 @@ CHUNK_FLOATS = 4_000_000  # covariate entries drawn at once (32 MB in float64)
 START_SCALE = 0.05  # symmetric start of the one-head flow
 ONE_HEAD_T = 200.0  # flow time after which Newton's method takes over
 PAIR_OMEGA = 1e-3  # valley point standing in for the omega -> 0 limit (error O(omega^4))
-PAIR_STABILITY_OMEGA = 0.13  # the trained H = 2 network's |omega| (THEORY.md A.3)
+PAIR_STABILITY_OMEGA = 0.13  # the trained H = 2 network's |omega| (reported in the paper)
 MULTI_HEADS, MULTI_STARTS, MULTI_T = 4, 4, 1000.0
 ZERO_SUM_ALLOWANCE, HOMOGENEITY_ALLOWANCE, PRODUCT_ALLOWANCE = 0.01, 0.05, 0.01
 

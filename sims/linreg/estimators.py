@@ -1,4 +1,4 @@
-"""In-context predictors for linear regression and their Monte-Carlo risks (THEORY.md A).
+"""In-context predictors for linear regression and their Monte-Carlo risks (docs/theory/linreg.md, docs/linreg-theory.md).
 
 Every predictor maps a RegressionBatch to y_hat of shape (B,). Risks are mean
 squared errors against the noisy query label y_q, whose noise the sampler adds.
@@ -62,7 +62,7 @@ def dgd_predict(batch: RegressionBatch, eta: float) -> torch.Tensor:
 
 
 def softmax_predict(batch: RegressionBatch, omega: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """(B,) reduced multi-head softmax attention (THEORY A.3).
+    """(B,) reduced multi-head softmax attention (docs/theory/linreg.md, section 3).
 
     y_hat = sum_h mu_h sum_l y_l softmax_l(omega_h x_l.x_q), omega and mu of shape (H,).
     The softmax runs over the L context tokens only.

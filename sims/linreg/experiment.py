@@ -8,9 +8,9 @@ network there:
 - "sgd": the network (merged or factored), lifted from the same point (init
   "symmetric"), or drawn at random with the flows started from its metric
   projection onto the manifold (init "random").
-Time is t = lr x step; both flows use the metric of the lift (THEORY.md D).
+Time is t = lr x step; both flows use the metric of the lift (docs/theory/flows.md).
 
-The network also records its per-head pattern metrics (THEORY.md A.3) and
+The network also records its per-head pattern metrics (docs/linreg-extensions.md) and
 which heads are active. With ode_start = "pattern" the flows start instead at
 the first record where the pattern has formed (every active head with KQ
 diagonal ratio and OV last-entry ratio above pattern_threshold), from the

@@ -1,4 +1,4 @@
-"""Experiment `linreg-length`: length generalisation of trained attention (THEORY.md A.5).
+"""Experiment `linreg-length`: length generalisation of trained attention (docs/linreg-theory.md).
 
 Softmax attention networks with H heads for each H in `heads`, and a
 linear-attention baseline (sims.linreg.linear_attention), are trained the

@@ -1,5 +1,5 @@
 """One-layer multi-head linear attention for in-context linear regression (the
-length-generalisation baseline of THEORY.md A.5).
+length-generalisation baseline of docs/linreg-theory.md).
 
 The weights, both parameterisations and the projection are those of
 sims.linreg.network; the scores are used as attention weights directly:

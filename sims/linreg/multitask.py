@@ -1,4 +1,4 @@
-"""Multi-task in-context linear regression (THEORY.md A.6): data, network, head classification.
+"""Multi-task in-context linear regression (docs/theory/linreg.md, section 7): data, network, head classification.
 
 N tasks share the covariates x ~ N(0, I_d); task k reads the coordinates S_k
 (supports may overlap): beta_k is N(0, I / |S_k|) on S_k and zero elsewhere
@@ -15,7 +15,7 @@ Head classification (`classify_heads`): per head h and task k,
 omega_hk = mean diag(KQ_h) over S_k (the head's score scale on task k's
 coordinates) and mu_hk = OV_h[d + k, k] (its weight of label y_k in output k);
 the head's strength on task k is |omega_hk mu_hk| (the step of the GD it
-implements, THEORY.md A.3). Head h serves task k when its strength is at least
+implements, docs/theory/linreg.md, section 3). Head h serves task k when its strength is at least
 `fraction` of the strongest head's on task k. The layout is "split" when every
 serving head serves one task and each task has heads of both signs of mu_hk
 (its own +- pair), "superposition" when some head serves several tasks, and
@@ -65,7 +65,7 @@ def chained_supports(d: int, tasks: int) -> list[list[int]]:
     """N tasks on d coordinates as a chain of equal blocks, neighbours overlapping
     by about half a block: width w = ceil(2d / (N + 1)), task k starts at
     round(k (d - w) / (N - 1)). d=6: N=1 -> [0..5]; N=2 -> [0..3], [2..5] (the
-    authors' layout, THEORY.md A.6); N=3 -> [0..2], [2..4], [3..5]."""
+    authors' layout); N=3 -> [0..2], [2..4], [3..5]."""
     width = min(d, -(-2 * d // (tasks + 1)))
     starts = [0] if tasks == 1 else [round(k * (d - width) / (tasks - 1)) for k in range(tasks)]
     return [list(range(s, s + width)) for s in starts]

@@ -1,4 +1,4 @@
-"""Experiment `linreg-multitask`: which heads serve which task (THEORY.md A.6).
+"""Experiment `linreg-multitask`: which heads serve which task (docs/theory/linreg.md, section 7).
 
 Trains the N-output attention network of sims.linreg.multitask from random
 weights N(0, init_scale^2) and records, per head h and task k, omega_hk, mu_hk

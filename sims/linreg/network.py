@@ -1,4 +1,4 @@
-"""One-layer multi-head softmax attention for in-context linear regression (THEORY.md A.2).
+"""One-layer multi-head softmax attention for in-context linear regression (docs/theory/linreg.md, section 2).
 
 No residual, no LayerNorm, no MLP. Per head h, with tokens z in R^(d+1):
 
@@ -51,7 +51,7 @@ def project(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def pattern_metrics(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per-head pattern metrics of THEORY.md A.3, each (..., H).
+    """Per-head pattern metrics (docs/linreg-extensions.md), each (..., H).
 
     - kq_diag_ratio: |diag(KQ_xx)| / |KQ_xx|_F (1 for a multiple of a diagonal)
     - kq_diag_var: variance of diag(KQ_xx) / mean(diag(KQ_xx))^2 (0 when homogeneous)
@@ -74,7 +74,7 @@ ACTIVE_FRACTION = 0.1
 def active_heads(mu: torch.Tensor, fraction: float = ACTIVE_FRACTION) -> torch.Tensor:
     """(..., H) bool: head h is active when |mu_h| >= fraction x max_h' |mu_h'| (and > 0).
 
-    A dummy head (THEORY.md A.3, H > 2) keeps a label weight far below the
+    A dummy head (H > 2; docs/theory/linreg.md, section 5) keeps a label weight far below the
     active ones; the default fraction 0.1 separates the two.
     """
     size = mu.abs()

@@ -1,4 +1,4 @@
-"""Non-isotropic covariates (THEORY.md A.6): alignment of KQ_xx with Sigma^-1, GD baselines.
+"""Non-isotropic covariates (docs/theory/linreg.md, section 7): alignment of KQ_xx with Sigma^-1, GD baselines.
 
 With x ~ N(0, Sigma) and beta ~ N(0, I_d / d), a one-step predictor
 y_hat = eta (1/L) sum_l y_l x_l^T P x_q is plain GD for P = I and

@@ -5,7 +5,7 @@ At each context length in L_test every estimator predicts the same prompts
 mean squared error against the noisy query label y_q (the noise floor sigma2
 counted once). Estimators:
 - multihead: the reduced softmax predictor at the given omega, mu (default the
-  values a trained H = 2 network reaches, THEORY.md A.3);
+  values a trained H = 2 network reaches, as the paper reports);
 - single_head: one softmax head at its large-L optimum for each L;
 - gd, dgd: one step of plain / debiased GD at its optimal step for each L;
 - ridge: lambda = sigma2 d (the Bayes posterior mean);

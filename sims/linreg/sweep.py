@@ -29,7 +29,7 @@ class LinregHooks(TrajectoryHooks):
     - plateau: the loss has not made 20% of a drop by t_max (no escape yet);
     - single: escaped, the active heads (|mu_h| >= active_fraction x the largest,
       default 0.1) share one sign
-      (one effective head, THEORY.md A.3, H = 1);
+      (one effective head, as H = 1);
     - pair: escaped with active heads of both signs (the +- pair, debiased GD);
     - failed: the flow or the network diverged or stalled.
     ODE-only sweeps report the symbolic Lt flow ("ode"), batched; sweeps with

@@ -1,4 +1,4 @@
-"""In-context linear regression tasks (THEORY.md A.1).
+"""In-context linear regression tasks (docs/theory/linreg.md, section 1).
 
 x_1..x_L, x_q ~ N(0, Sigma) in R^d; beta ~ N(0, I_d / d); y = beta.x + eps,
 eps ~ N(0, sigma2), the query label y_q noisy too. Tokens z_l = (x_l, y_l) and
@@ -63,7 +63,7 @@ def sample_regression(
     device: str | torch.device = "cpu",
     covariance: torch.Tensor | None = None,
 ) -> RegressionBatch:
-    """Draw `batch` independent prompts of context length L (A.1).
+    """Draw `batch` independent prompts of context length L (docs/theory/linreg.md, section 1).
 
     covariance: optional (d, d) Sigma of the covariates (default I_d).
     """

@@ -1,4 +1,4 @@
-"""Baseline estimators for in-context sparse linear regression (THEORY.md C).
+"""Baseline estimators for in-context sparse linear regression (docs/theory/sparse.md, section 3).
 
 Every estimator maps a batch of problems, x (B, n, d) and y (B, n), to
 beta_hat (B, d). The baselines (OLS, ridge, k-step GD, Lasso, averaging) and
@@ -110,7 +110,7 @@ def _gd_from_moments(
 def gd(x: torch.Tensor, y: torch.Tensor, eta: float | torch.Tensor, k: int) -> torch.Tensor:
     """k GD steps of size eta from 0 on (1/2n)|y - X b|^2: (B, n, d), (B, n) -> (B, d).
 
-    Equals [I - (I - eta S)^k] S^+ X^T y / n (THEORY.md C).
+    Equals [I - (I - eta S)^k] S^+ X^T y / n (docs/theory/sparse.md, section 3).
     """
     gram, corr = moments(x, y)
     return _gd_from_moments(gram, corr, eta, k)

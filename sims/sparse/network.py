@@ -1,4 +1,4 @@
-"""Multi-layer multi-head transformers for in-context sparse regression (THEORY.md C).
+"""Multi-layer multi-head transformers for in-context sparse regression (docs/theory/sparse.md).
 
 Prompts become n + 1 tokens: context tokens z_i = (x_i, y_i) and the query
 token (x_q, 0). Keys and values come from the n context tokens only; every

@@ -46,7 +46,7 @@ def gd_work(config: dict) -> float:
     return float(len(config["n_test"]) * per_n)
 
 
-# Orderings the theory predicts (THEORY.md C): (better, worse).
+# Orderings the theory predicts (docs/theory/sparse.md, section 3): (better, worse).
 ORDERINGS = (("pto", "gd"), ("pto", "ridge"), ("lasso", "pto"), ("lasso", "ridge_bayes"))
 
 

@@ -1,4 +1,4 @@
-"""In-context sparse linear regression tasks (THEORY.md C).
+"""In-context sparse linear regression tasks (docs/theory/sparse.md).
 
 Chen, Zhao, Zou, "How Transformers Utilize Multi-Head Attention in In-Context
 Learning? A Case Study on Sparse Linear Regression" (NeurIPS 2024,
