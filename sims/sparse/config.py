@@ -42,7 +42,7 @@ SPARSE = Schema((
     Key("steps", "int", 2000, "training steps of the analysed networks", low=1),
     Key("batch", "int", 64, "prompts per step (fresh each step)", low=1),
     Key("eval_samples", "int", 2000, "fixed evaluation prompts per (n, noise) point", low=2),
-    Key("probe_samples", "int", 1000, "prompts to fit the probes (as many again to score)",
+    Key("probe_samples", "int", 400, "prompts to fit the probes (as many again to score)",
         low=2),
     Key("importance_floor", "float", 0.2, "layer 1 'all heads matter' when every normalised "
         "importance is >= this", low=0.0, high=1.0),

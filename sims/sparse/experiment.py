@@ -93,11 +93,12 @@ class SparseExperiment(Experiment):
           moments (standard: K (4 + 2r) W^2 + (d + 2 + T) W each; linear: 2 K H C^2);
         - training minibatch with its autograd graph, 3 x batch T K (F + H T), F the
           per-token activations of a layer (standard (10 + 3r) W, linear 3 C);
-        - evaluation grid: every (sigma2_test, n_test) prompt set, eval_samples Tt (d + 2)
-          each, and a forward pass, 2 eval_samples Tt (F + H Tt);
+        - evaluation grid: every (sigma2_test, n_test) prompt set, eval_samples nt (d + 2)
+          each (nt = max(n_test) + 1), and a forward pass, 2 eval_samples Tt (F + H Tt);
         - probes: 2 probe_samples T ((d + 2) + F + H T + 3 (K + 1) R), R the residual
           width (standard W, linear C): every layer's stream in float64 for least squares;
-        - the preprocess-then-optimize reference: 14 reference_trials (n_max + 1) d^2."""
+        - the preprocess-then-optimize reference (as sparse-risk at one n):
+          reference_trials (6 (n_max + 1) d + 8 d^2)."""
         d, K, H, W, r = (config[k] for k in ("d", "layers", "heads", "width", "mlp_ratio"))
         C = d + H + 1
         interleaved = config["format"] == "interleaved"
@@ -112,10 +113,12 @@ class SparseExperiment(Experiment):
             "runtime": RUNTIME,
             "networks": F64 * 2 * 4 * net,
             "training minibatch": 3 * F64 * config["batch"] * T * K * (F + H * T),
-            "evaluation grid": F64 * E * Tt * (sets * (d + 2) + 2 * (F + H * Tt)),
+            "evaluation grid": F64 * E * (sets * (max(config["n_test"]) + 1) * (d + 2)
+                                          + 2 * Tt * (F + H * Tt)),
             "probes": 2 * F64 * config["probe_samples"] * T * (d + 2 + F + H * T
                                                                + 3 * (K + 1) * R),
-            "reference": 14 * F64 * config["reference_trials"] * (config["n_max"] + 1) * d * d,
+            "reference": F64 * config["reference_trials"] * (6 * (config["n_max"] + 1) * d
+                                                             + 8 * d * d),
         }
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
