@@ -7,7 +7,7 @@ import xarray as xr
 
 from sims.cli import main
 from sims.registry import get
-from sims.sweeps import SPARSE_RISK_ESTIMATORS
+from sims.sparse.sweep import SPARSE_RISK_ESTIMATORS
 
 RISK_QUICK = ["--set", "d=6", "--set", "trials=200", "--set", "tune_trials=100",
               "--set", "k_steps=3", "--set", "heads=2"]
