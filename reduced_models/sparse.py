@@ -79,6 +79,24 @@ def observables(symbols: dict) -> dict:
     return {"alpha": symbols["alpha"], "eta": symbols["eta"]}
 
 
+def block_preconditioned_gd(gram: torch.Tensor, corr: torch.Tensor, alpha: torch.Tensor,
+                            eta: torch.Tensor) -> torch.Tensor:
+    """beta_hat of the (alpha, eta) predictor from the moments S (N, d, d), c = r (N, d).
+
+    K = eta.shape[-1] steps beta <- beta + eta_l M (c - S beta) from 0, with
+    M = I + sum_h alpha_h^2 r_h r_h^T (r_h: r on block C_h, zero elsewhere), for
+    each of B states alpha (B, H), eta (B, K): returns (B, N, d).
+    """
+    indicator = block_indicator(gram.shape[-1], alpha.shape[-1]).to(alpha)
+    weight = alpha**2  # (B, H)
+    beta = torch.zeros(alpha.shape[0], *corr.shape, dtype=alpha.dtype, device=corr.device)
+    for step in range(eta.shape[-1]):
+        grad = corr - torch.einsum("Nde,bNe->bNd", gram, beta)
+        boost = ((corr * grad) @ indicator * weight[:, None]) @ indicator.T
+        beta = beta + eta[:, step, None, None] * (grad + corr * boost)
+    return beta
+
+
 class PromptSample:
     """A fixed Monte-Carlo sample of prompts, kept as moments (common random numbers).
 
@@ -95,14 +113,7 @@ class PromptSample:
 
     def estimate(self, alpha: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         """(B, H) alpha, (B, K) eta -> (B, N, d) beta_hat of the reduced predictor."""
-        indicator = block_indicator(self.gram.shape[-1], alpha.shape[-1]).to(alpha)
-        weight = alpha**2  # (B, H)
-        beta = torch.zeros(alpha.shape[0], *self.corr.shape, dtype=alpha.dtype)
-        for step in range(eta.shape[-1]):
-            grad = self.corr - torch.einsum("Nde,bNe->bNd", self.gram, beta)
-            boost = ((self.corr * grad) @ indicator * weight[:, None]) @ indicator.T
-            beta = beta + eta[:, step, None, None] * (grad + self.corr * boost)
-        return beta
+        return block_preconditioned_gd(self.gram, self.corr, alpha, eta)
 
     def loss(self, alpha: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         """(B,) population MSE sigma2 + mean_N |beta_hat - beta|^2."""
@@ -116,6 +127,119 @@ def population_model(d: int, layers: int, heads: int, sample: PromptSample) -> R
                      f"population MSE of block-reweighted GD (alpha, eta), Monte Carlo over "
                      f"{sample.beta.shape[0]} prompts")
     return ReducedModel(manifold(d, layers, heads), observables, loss)
+
+
+# ---------------------------------------------------------------------------
+# The extended manifold: every weight the symmetries of the task allow
+
+
+def extended_manifold(d: int, layers: int, heads: int) -> Manifold:
+    """Affine lift of the symmetric weights of the linear stack (the extended manifold).
+
+    The prompt distribution is invariant under flipping the sign of one coordinate
+    (x_k, beta_k -> -x_k, -beta_k) and under permuting coordinates; the weights left
+    fixed by the sign flips and by the permutations inside each block C_g (with the
+    lift's constant value maps and label-free KQ) are:
+    - alpha (H, H): layer 1, head h, the diagonal KQ entries on block C_g, so head h
+      writes u_h(x) = sum_g alpha[h, g] r_(C_g).x_(C_g);
+    - eta_x (layers - 1, H): layer l >= 2, head 1, the diagonal KQ entries on the x
+      coordinates of block C_g (the GD step of those coordinates);
+    - eta_u (layers - 1, H, H): layer l >= 2, head 1, the KQ block on the u channels.
+    Gradient flow keeps weights fixed by a symmetry of the loss fixed, so the population
+    flow of the full stack started here stays here. The (alpha, eta) manifold is the
+    sub-manifold alpha diagonal, eta_x[l] = eta_l 1, eta_u[l] = eta_l I.
+    Metric: |C_g| for alpha[h, g] and eta_x[l, g], 1 for each eta_u entry.
+    """
+    if layers < 2:
+        raise ValueError(f"need at least 2 layers (preprocess, then a GD step), got {layers}")
+    D = d + heads + 1
+    owned = blocks(d, heads)
+
+    def lift(s):
+        kq = np.zeros((layers, heads, D, D), dtype=object)
+        ov = np.zeros((layers, heads, D, D), dtype=object)
+        for h in range(heads):
+            for g, block in enumerate(owned):
+                for k in block:
+                    kq[0, h, k, k] = s["alpha"][h, g]
+            ov[0, h, d + h, D - 1] = 1
+        for layer in range(1, layers):
+            for g, block in enumerate(owned):
+                for k in block:
+                    kq[layer, 0, k, k] = s["eta_x"][layer - 1, g]
+            kq[layer, 0, d:d + heads, d:d + heads] = s["eta_u"][layer - 1]
+            ov[layer, 0, D - 1, D - 1] = -1
+        return {"KQ": kq, "OV": ov}
+
+    return Manifold([
+        Param("alpha", (heads, heads), "layer 1: head h's scale of block C_g"),
+        Param("eta_x", (layers - 1, heads), "layer l >= 2: GD step of the x coordinates in C_g"),
+        Param("eta_u", (layers - 1, heads, heads), "layer l >= 2: KQ block on the features u"),
+    ], lift)
+
+
+def per_coordinate_weights(d: int, layers: int, eta_x: float, eta_u: float,
+                           dtype=torch.float64) -> dict[str, torch.Tensor]:
+    """KQ, OV (layers, d, D, D) of the stack with one layer-1 head per coordinate: the
+    extended-manifold point alpha = I, eta_x[l] = eta_x 1, eta_u[l] = eta_u I with H = d,
+    written directly (the symbolic lift has O(d^4) entries). Head h of layer 1 writes
+    u_h = r_h x_h; each later layer steps by eta_x on x and eta_u on u."""
+    D = d + d + 1
+    kq = torch.zeros((layers, d, D, D), dtype=dtype)
+    ov = torch.zeros_like(kq)
+    coords = torch.arange(d)
+    kq[0, coords, coords, coords] = 1.0
+    ov[0, coords, d + coords, D - 1] = 1.0
+    kq[1:, 0, coords, coords] = eta_x
+    kq[1:, 0, d + coords, d + coords] = eta_u
+    ov[1:, 0, D - 1, D - 1] = -1.0
+    return {"KQ": kq, "OV": ov}
+
+
+def extended_observables(symbols: dict) -> dict:
+    return {k: symbols[k] for k in ("alpha", "eta_x", "eta_u")}
+
+
+def extend_state(alpha: np.ndarray, eta: np.ndarray, d: int) -> dict[str, np.ndarray]:
+    """The (alpha (H,), eta (layers - 1,)) point as a state of the extended manifold."""
+    alpha, eta = np.asarray(alpha, dtype=np.float64), np.asarray(eta, dtype=np.float64)
+    heads = alpha.shape[0]
+    return {"alpha": np.diag(alpha), "eta_x": np.repeat(eta[:, None], heads, axis=1),
+            "eta_u": eta[:, None, None] * np.eye(heads)}
+
+
+def extended_estimate(sample: PromptSample, alpha: torch.Tensor, eta_x: torch.Tensor,
+                      eta_u: torch.Tensor) -> torch.Tensor:
+    """(B, H, H) alpha, (B, K, H) eta_x, (B, K, H, H) eta_u -> (B, N, d) beta_hat.
+
+    Features f = (x, W^T x), W[k, h] = alpha[h, g(k)] r_k (g(k) the block of k); a layer
+    with KQ block K on f moves the feature weights v by K^T (A c - A S A^T v), A = [I; W^T],
+    so beta = A^T v moves by P (c - S beta), P = diag(eta_x[g(k)]) + W eta_u^T W^T.
+    """
+    indicator = block_indicator(sample.gram.shape[-1], alpha.shape[-1]).to(alpha)  # (d, H)
+    # W (B, N, d, H): r_k alpha[h, g(k)]
+    W = sample.corr[None, :, :, None] * (indicator @ alpha.transpose(-1, -2))[:, None]
+    beta = torch.zeros(alpha.shape[0], *sample.corr.shape, dtype=alpha.dtype)
+    for step in range(eta_x.shape[-2]):
+        grad = sample.corr - torch.einsum("Nde,bNe->bNd", sample.gram, beta)
+        coordinate = (eta_x[:, step] @ indicator.T)[:, None] * grad
+        feature = torch.einsum("bNdh,bgh,bNg->bNd", W, eta_u[:, step],
+                               torch.einsum("bNdg,bNd->bNg", W, grad))
+        beta = beta + coordinate + feature
+    return beta
+
+
+def extended_model(d: int, layers: int, heads: int, sample: PromptSample) -> ReducedModel:
+    """Gradient flow of the Monte-Carlo population loss on the extended manifold."""
+
+    def loss(obs, hyper):
+        error = extended_estimate(sample, obs["alpha"], obs["eta_x"], obs["eta_u"]) - sample.beta
+        return sample.sigma2 + (error**2).sum(-1).mean(-1)
+
+    return ReducedModel(extended_manifold(d, layers, heads), extended_observables,
+                        TorchLoss(loss, "population MSE of the symmetric linear stack (alpha, "
+                                  f"eta_x, eta_u), Monte Carlo over {sample.beta.shape[0]} "
+                                  "prompts"))
 
 
 def start_state(heads: int, layers: int, alpha: float, eta: float) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from sims.sparse.experiment import (
     probe_r2,
     probe_targets,
 )
+from sims.sparse.flow_experiment import OFF_BLOCKS, trained_entries
 from sims.sparse.network import LinearAttentionStack, TransformerShape
 from sims.sparse.task import sample_sparse
 
@@ -39,7 +40,13 @@ def test_sparse_risk_cli_json_file_and_orderings(tmp_path, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["n_test"] == [4, 8, 16]
     assert set(payload["risk"]) == set(payload["stderr"]) == {
-        "ols", "ridge", "ridge_bayes", "gd", "pto", "lasso", "averaging"}
+        "ols", "ridge", "ridge_bayes", "gd", "pto", "lasso", "averaging",
+        "pto_fixed", "pto_split", "pto_reduced"}
+    # every implementable PTO variant has a paired z against gd and ridge at each n
+    for variant in ("pto_fixed", "pto_split", "pto_reduced"):
+        for base in ("gd", "ridge"):
+            result = payload["orderings"][f"{variant}_below_{base}"]
+            assert len(result["z"]) == len(result["diff"]) == len(result["stderr"]) == 3
     # n = d: infinite mean OLS risk, a finite median instead
     assert payload["risk"]["ols"][1] == float("inf") and np.isfinite(payload["ols_median"][1])
     # the predicted ordering at small n, by paired z-scores on common trials
@@ -158,10 +165,36 @@ def test_small_sparse_flow_run_starts_both_sides_at_one_point():
     pop, sgd = result.trajectories["population"], result.trajectories["sgd"]
     assert np.array_equal(pop.t, sgd.t)
     # both sides start at the same point
-    for name in ("alpha", "eta"):
+    for name in ("alpha", "eta_x", "eta_u"):
         np.testing.assert_allclose(pop.params[name][0], sgd.params[name][0], rtol=1e-12)
     assert sgd.params["off_manifold"][0] < 1e-12
     assert pop.loss[-1] < pop.loss[0]
+    assert sgd.params["off_blocks"].shape == (len(sgd.t), len(OFF_BLOCKS))
+    # only the sign-symmetric entries train: SGD never leaves the diagonal / u-u structure
+    assert np.all(sgd.params["off_blocks"][:, [1, 4, 5]] < 1e-12)
+    assert result.summary["off_manifold"]["max"] >= sgd.params["off_manifold"][-1] > 0
+
+
+def test_sign_symmetric_mask_is_the_diagonal_and_the_feature_block():
+    config = resolve(FLOW, d=3, heads=2, layers=2)
+    keep = trained_entries(config)
+    assert keep.shape == (2, 2, 6, 6)
+    expected = torch.zeros(6, 6, dtype=torch.float64)
+    expected[[0, 1, 2], [0, 1, 2]] = 1.0
+    expected[3:5, 3:5] = 1.0
+    assert torch.equal(keep, expected.expand(2, 2, 6, 6))
+    free = trained_entries(resolve(FLOW, d=3, heads=2, layers=2, kq_train="all"))
+    assert free[..., -1, :].sum() == 0 and free[..., :, -1].sum() == 0 and free.sum() == 2 * 2 * 25
+    assert trained_entries(resolve(FLOW, d=3, heads=2, layers=2, kq_train="all",
+                                   kq_label_free=False)) is None
+
+
+def test_sparse_flow_plot_has_labelled_axes(tmp_path):
+    out = tmp_path / "f.h5"
+    assert main(["run", "sparse-flow", "--set", "d=4", "--set", "heads=2", "--set", "t_max=0.05",
+                 "--set", "lr=5e-3", "--set", "records=4", "--set", "mc_samples=100",
+                 "--set", "flow_batch=32", "--set", "n_flow=6", "--out", str(out)]) == 0
+    assert (tmp_path / "f_sparse-flow-0001.png").exists() or list(tmp_path.glob("*.png"))
 
 
 def test_heads_table_collects_one_curve_per_head_count_and_refuses_mixed_tasks(tmp_path):

@@ -1,6 +1,7 @@
 """The preprocess-then-optimize reduced model: lift, metric, predictor, gradient."""
 
 import numpy as np
+import pytest
 import torch
 
 from reduced_models import sparse as rs
@@ -93,3 +94,123 @@ def test_flow_lowers_the_loss_below_plain_gd_start():
     assert np.all(np.diff(traj.loss) <= 1e-12) and traj.loss[-1] < 0.8 * traj.loss[0]
     # the observable read through the lift is the state's eta_1
     assert traj.params["eta"][0] == 0.02
+
+
+# ---------------------------------------------------------------------------
+# The extended manifold and the transformer-implementable PTO estimators
+
+
+def random_extended_state(man, seed=4, scale=0.3):
+    return scale * torch.randn(man.dim, generator=torch.Generator().manual_seed(seed),
+                               dtype=torch.float64)
+
+
+def test_lifted_stack_equals_the_extended_predictor_at_a_random_point():
+    b = prompts(50)
+    man = rs.extended_manifold(D, LAYERS, HEADS)
+    theta = random_extended_state(man)
+    net = LinearAttentionStack(TransformerShape(D, LAYERS, HEADS))
+    net.load(man.lift(theta))
+    obs = man.unpack(theta[None])
+    beta_hat = rs.extended_estimate(rs.PromptSample(b.x, b.y, b.beta, SIGMA2), obs["alpha"],
+                                    obs["eta_x"], obs["eta_u"])[0]
+    torch.testing.assert_close(net(tokens(b)), (b.xq * beta_hat).sum(-1), rtol=0, atol=1e-12)
+
+
+def test_extended_manifold_contains_the_alpha_eta_manifold():
+    b = prompts(50)
+    alpha, eta = np.array([0.7, 0.4]), np.array([0.15, 0.1])
+    small, big = rs.manifold(D, LAYERS, HEADS), rs.extended_manifold(D, LAYERS, HEADS)
+    lifted_small = small.lift(small.pack({"alpha": alpha, "eta": eta}))
+    lifted_big = big.lift(big.pack(rs.extend_state(alpha, eta, D)))
+    for name in ("KQ", "OV"):
+        torch.testing.assert_close(lifted_small[name], lifted_big[name], rtol=0, atol=0)
+    # metric: |C_g| for alpha[h, g] and eta_x[l, g], 1 for eta_u entries
+    sizes = [len(c) for c in rs.blocks(D, HEADS)]
+    expected = np.diag(sizes * HEADS + sizes * (LAYERS - 1) + [1.0] * (LAYERS - 1) * HEADS**2)
+    assert np.array_equal(big.metric, expected)
+    del b
+
+
+def _network_gradient(net, z, target):
+    net.zero_grad()
+    ((net(z) - target) ** 2).mean().backward()
+    return net.KQ.grad.clone()
+
+
+def test_extended_manifold_is_fixed_by_the_symmetries_of_the_task():
+    """At a point of the extended manifold, the network gradient on prompts transformed by a
+    coordinate sign flip, or a permutation inside a block, is the transformed gradient: the
+    expected gradient is symmetric, so its part off the manifold vanishes (the manifold is
+    invariant under the population flow). Off the manifold the identity fails."""
+    b = prompts(40)
+    man = rs.extended_manifold(D, LAYERS, HEADS)
+    net = LinearAttentionStack(TransformerShape(D, LAYERS, HEADS))
+    net.load(man.lift(random_extended_state(man)))
+    z = tokens(b)
+    channels = D + HEADS + 1
+    flip = torch.ones(channels, dtype=torch.float64)
+    flip[1] = -1.0  # coordinate 1 changes sign
+    swap = torch.arange(channels)
+    swap[[0, 2]] = swap[[2, 0]]  # coordinates 0 and 2, both in block C_0
+    assert rs.blocks(D, HEADS)[0][:2] == [0, 2]
+
+    def flipped(w):
+        return w * flip[:, None] * flip[None, :]
+
+    def swapped(w):
+        return w[..., swap, :][..., swap]
+
+    z_flip, z_swap = z.clone(), z[..., torch.cat([swap[:D], torch.tensor([D])])]
+    z_flip[..., 1] = -z[..., 1]
+    base = _network_gradient(net, z, b.yq)
+    torch.testing.assert_close(_network_gradient(net, z_flip, b.yq), flipped(base),
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(_network_gradient(net, z_swap, b.yq), swapped(base),
+                               rtol=1e-10, atol=1e-12)
+    # off the manifold (one off-diagonal KQ entry) the sign-flip identity fails
+    with torch.no_grad():
+        net.KQ[0, 0, 0, 1] += 0.3
+    base = _network_gradient(net, z, b.yq)
+    assert (_network_gradient(net, z_flip, b.yq) - flipped(base)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["pto_fixed", "pto_split"])
+def test_a_stack_with_one_head_per_coordinate_computes_the_fixed_step_pto(name):
+    """Layer 1: d heads, head h has KQ = e_h e_h^T and writes u_h = r_h x_h; k later layers
+    step on (x, u) with KQ = diag(eta_x I, eta_u I) (eta_x = 0 for pto_fixed)."""
+    b, k = prompts(50), 3
+    eta_x, eta_u = (0.0, 0.4) if name == "pto_fixed" else (0.2, 0.3)
+    man = rs.extended_manifold(D, k + 1, D)
+    state = {"alpha": np.eye(D), "eta_x": np.full((k, D), eta_x),
+             "eta_u": eta_u * np.broadcast_to(np.eye(D), (k, D, D))}
+    lifted = man.lift(man.pack(state))
+    direct = rs.per_coordinate_weights(D, k + 1, eta_x, eta_u)
+    for weight in ("KQ", "OV"):  # the direct form is the lift at that point
+        torch.testing.assert_close(direct[weight], lifted[weight], rtol=0, atol=0)
+    net = LinearAttentionStack(TransformerShape(D, k + 1, D))
+    net.load(direct)
+    beta_hat = (est.pto_fixed(b.x, b.y, eta_u, k) if name == "pto_fixed"
+                else est.pto_split(b.x, b.y, eta_x, eta_u, k))
+    torch.testing.assert_close(net(tokens(b)), (b.xq * beta_hat).sum(-1), rtol=0, atol=1e-12)
+
+
+def test_pto_fixed_is_gd_on_the_reweighted_data():
+    """Independent ground truth: k GD steps of size eta on x -> r * x, mapped back by r."""
+    b, k, eta = prompts(40), 4, 0.3
+    r = est.moments(b.x, b.y)[1]
+    expected = r * est.gd(b.x * r[:, None, :], b.y, eta, k)
+    torch.testing.assert_close(est.pto_fixed(b.x, b.y, eta, k), expected, rtol=1e-12, atol=1e-13)
+
+
+def test_the_lifted_alpha_eta_stack_computes_pto_reduced():
+    b, alpha, eta = prompts(50), 0.6, 0.2
+    man = rs.manifold(D, LAYERS, HEADS)
+    net = LinearAttentionStack(TransformerShape(D, LAYERS, HEADS))
+    net.load(man.lift(man.pack(rs.start_state(HEADS, LAYERS, alpha, eta))))
+    beta_hat = est.pto_reduced(b.x, b.y, alpha, eta, LAYERS - 1, HEADS)
+    torch.testing.assert_close(net(tokens(b)), (b.xq * beta_hat).sum(-1), rtol=0, atol=1e-12)
+    # with one head per coordinate it is pto_split at eta_x = eta, eta_u = eta alpha^2
+    torch.testing.assert_close(est.pto_reduced(b.x, b.y, alpha, eta, 3, D),
+                               est.pto_split(b.x, b.y, eta, eta * alpha**2, 3),
+                               rtol=1e-12, atol=1e-13)

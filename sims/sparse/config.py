@@ -64,7 +64,10 @@ RISK = Schema((
     Key("sigma2", "float", 0.25, "label-noise variance", low=0.0),
     Key("n_test", "ints", [10, 20, 40, 80], "context lengths n at which risks are measured",
         low=1),
-    Key("k_steps", "int", 10, "GD steps of gd and pto (the same number for both)", low=1),
+    Key("k_steps", "int", 10, "GD steps of gd and every pto variant (the same number for all)",
+        low=1),
+    Key("heads", "int", 4, "layer-1 heads of pto_reduced (each owns the coordinates k with "
+        "k mod heads = h; heads = d reweights every coordinate)", low=1),
     Key("trials", "int", 4000, "evaluation prompts per n (standard errors ~ 1/sqrt)", low=2),
     Key("tune_trials", "int", 1000, "separate prompts per n on which hyper-parameters are tuned",
         low=2),
@@ -75,28 +78,48 @@ SparseRiskConfig = RISK.config_class
 
 
 FLOW = Schema((
-    Key("d", "int", 16, "covariate dimension", low=1),
+    Key("d", "int", 8, "covariate dimension", low=1),
     Key("s", "int", 3, "sparsity of beta (random support, N(0,1) values)", low=0),
     Key("sigma2", "float", 0.25, "label-noise variance", low=0.0),
-    Key("layers", "int", 3, "layers of the linear stack", low=2),
-    Key("heads", "int", 4, "heads per layer", low=1),
-    Key("lr", "float", 5e-4, "SGD learning rate of the linear stack on the reduced manifold; "
-        "t = lr x step", low=0.0, low_open=True),
-    Key("t_max", "float", 2.0, "gradient-flow time of the comparison", low=0.0, low_open=True),
+    Key("layers", "int", 2, "layers of the linear stack (1 preprocessing, then GD steps)", low=2),
+    Key("heads", "int", 1, "heads per layer (layer-1 head h owns the coordinates k mod H = h)",
+        low=1),
+    Key("lr", "float", 1e-3, "SGD learning rate of the linear stack; t = lr x step", low=0.0,
+        low_open=True),
+    Key("t_max", "float", 5.0, "gradient-flow time of the comparison", low=0.0, low_open=True),
     Key("records", "int", 40, "log-spaced records of the comparison", low=2),
     Key("n_flow", "int", 16, "context length of the comparison", low=1),
     Key("flow_batch", "int", 256, "prompts per SGD step of the linear stack", low=1),
-    Key("mc_samples", "int", 2000, "prompts of the Monte-Carlo population loss", low=2),
-    Key("init_alpha", "float", 0.5, "start of every layer-1 scale alpha_h (alpha = 0 is "
-        "stationary in alpha)", low=0.0, low_open=True),
-    Key("init_eta", "float", 0.02, "start of every step size eta_l"),
+    Key("mc_samples", "int", 20000, "prompts of the Monte-Carlo population loss (the per-prompt "
+        "loss is heavy-tailed: fewer prompts bias the flow)", low=2),
+    Key("init_alpha", "float", 0.25, "start of every layer-1 scale alpha_h (alpha = 0 is "
+        "stationary in alpha; SGD's kicks along the feature step grow as alpha^4)", low=0.0,
+        low_open=True),
+    Key("init_eta", "float", 0.02, "start of every step size (on x and on u)"),
+    Key("kq_train", "str", "sign-symmetric", "KQ entries SGD trains: 'sign-symmetric' (each "
+        "head's diagonal on x and its u-u block) or 'all'", choices=("sign-symmetric", "all")),
     Key("freeze_values", "bool", True, "keep the linear stack's OV at the lift (only KQ trains); "
-        "with one parameter per head the value maps are constants of the lift"),
-    Key("kq_label_free", "bool", True, "hold the label row and column of the linear stack's "
-        "KQ at 0 during SGD (the lift has none; free, they make SGD unstable at these lr)"),
+        "the value maps are constants of the lift"),
+    Key("kq_label_free", "bool", True, "with kq_train=all, hold the label row and column of KQ "
+        "at 0 (the lift has none; free, they make SGD unstable at these lr)"),
     Key("rtol", "float", 1e-6, "ODE relative tolerance", low=0.0, low_open=True),
     Key("atol", "float", 1e-8, "ODE absolute tolerance", low=0.0, low_open=True),
     Key("device", "str", "cpu", "torch device"),
     Key("seed", "int", 0, "random seed", low=0),
 ), name="SparseFlowConfig")
 SparseFlowConfig = FLOW.config_class
+
+
+RATES = Schema((
+    Key("d_list", "ints", [20, 40, 80], "covariate dimensions", low=1),
+    Key("s", "int", 3, "sparsity: nonzero entries of beta (N(0,1) values), fixed over d", low=0),
+    Key("sigma2", "float", 0.25, "label-noise variance", low=0.0),
+    Key("n_test", "ints", [20, 40, 80, 160, 320, 640], "context lengths n", low=1),
+    Key("k_steps", "int", 10, "GD steps of gd and every pto variant", low=1),
+    Key("heads", "int", 4, "layer-1 heads of pto_reduced", low=1),
+    Key("trials", "int", 500, "evaluation prompts per (d, n)", low=2),
+    Key("tune_trials", "int", 200, "tuning prompts per (d, n)", low=2),
+    Key("device", "str", "cpu", "torch device of the estimators"),
+    Key("seed", "int", 0, "random seed", low=0),
+), name="SparseRatesConfig")
+SparseRatesConfig = RATES.config_class

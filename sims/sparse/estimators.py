@@ -6,6 +6,17 @@ the preprocess-then-optimize (PTO) estimator are those compared by Chen, Zhao,
 Zou (NeurIPS 2024, arXiv 2408.04532), where PTO reweights the coordinates by
 the in-context correlations r = (1/n) X^T y and then runs GD steps.
 
+`pto` (|r|^gamma weights, step normalised by each prompt's lambda_max) is not
+computed by any fixed-weight transformer. Three PTO variants are, exactly, by
+the linear-attention stack of sims/sparse/network.py (weights in
+reduced_models/sparse.py), with fixed steps and k GD layers after layer 1:
+- `pto_fixed`: beta <- beta + eta diag(r^2) (c - S beta), GD on the reweighted
+  data x -> r * x with a fixed step (d layer-1 heads, later layers step on u only);
+- `pto_split`: beta <- beta + (eta_x I + eta_u diag(r^2)) (c - S beta), separate
+  fixed steps on the raw and the reweighted coordinates (d layer-1 heads);
+- `pto_reduced`: beta <- beta + eta (I + alpha^2 sum_h r_h r_h^T) (c - S beta),
+  the (alpha, eta) construction with H layer-1 heads owning blocks of coordinates.
+
 Most estimators only need the empirical moments S = X^T X / n (B, d, d) and
 c = X^T y / n (B, d); their `_..._from_moments` forms let tuning reuse them.
 Scalar hyper-parameters may be floats or (B,) tensors (one value per problem).
@@ -19,9 +30,11 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from reduced_models.sparse import block_preconditioned_gd
 from sims.sparse.task import SparseBatch, sample_sparse
 
-ESTIMATORS = ("ols", "ridge", "ridge_bayes", "gd", "pto", "lasso", "averaging")
+ESTIMATORS = ("ols", "ridge", "ridge_bayes", "gd", "pto", "pto_fixed", "pto_split",
+              "pto_reduced", "lasso", "averaging")
 
 # Largest KKT violation accepted from the Lasso solver, in units of the gradient.
 LASSO_TOL = 1e-9
@@ -163,6 +176,75 @@ def pto(
     """
     gram, corr = moments(x, y)
     return _pto_from_moments(gram, corr, gamma, eta, k)
+
+
+def _diagonal_gd_from_moments(
+    gram: torch.Tensor, corr: torch.Tensor, steps: torch.Tensor, k: int
+) -> torch.Tensor:
+    """k steps b <- b + steps * (c - S b) from b = 0, steps (..., B, d) per coordinate;
+    gram (B, d, d), corr (B, d) -> (..., B, d)."""
+    b = torch.zeros_like(steps)
+    for _ in range(k):
+        b = b + steps * (corr - _bmv(gram, b))
+    return b
+
+
+def _pto_split_from_moments(
+    gram: torch.Tensor,
+    corr: torch.Tensor,
+    eta_x: float | torch.Tensor,
+    eta_u: float | torch.Tensor,
+    k: int,
+) -> torch.Tensor:
+    """pto_split from the moments S (B, d, d), c (B, d); eta_x = 0 is pto_fixed."""
+    steps = _per_problem(eta_x, corr)[:, None] + _per_problem(eta_u, corr)[:, None] * corr**2
+    return _diagonal_gd_from_moments(gram, corr, steps, k)
+
+
+def pto_fixed(x: torch.Tensor, y: torch.Tensor, eta: float | torch.Tensor, k: int) -> torch.Tensor:
+    """k GD steps of fixed size eta on the reweighted data x -> r * x, mapped back:
+    beta <- beta + eta diag(r^2) (c - S beta) from 0, r = X^T y / n; (B, n, d), (B, n) -> (B, d).
+
+    The linear stack with d layer-1 heads computes it (head h: KQ = e_h e_h^T, writing
+    u_h = r_h x_h) and k layers with KQ = eta on the u channels only
+    (reduced_models.sparse.extended_manifold at alpha = I, eta_x = 0, eta_u = eta I).
+    """
+    gram, corr = moments(x, y)
+    return _pto_split_from_moments(gram, corr, 0.0, eta, k)
+
+
+def pto_split(
+    x: torch.Tensor, y: torch.Tensor, eta_x: float | torch.Tensor, eta_u: float | torch.Tensor,
+    k: int,
+) -> torch.Tensor:
+    """beta <- beta + (eta_x I + eta_u diag(r^2)) (c - S beta), k steps from 0:
+    GD on the features (x, r * x) with their own fixed steps; (B, n, d), (B, n) -> (B, d).
+
+    The linear stack computes it as pto_fixed does, with later-layer KQ = diag(eta_x I_d,
+    eta_u I_d) on (x, u) (extended_manifold at alpha = I).
+    """
+    gram, corr = moments(x, y)
+    return _pto_split_from_moments(gram, corr, eta_x, eta_u, k)
+
+
+def _pto_reduced_from_moments(
+    gram: torch.Tensor, corr: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor, k: int,
+    heads: int,
+) -> torch.Tensor:
+    """pto_reduced for G parameter pairs alpha, eta (G,) -> (G, B, d)."""
+    return block_preconditioned_gd(gram, corr, alpha[:, None].expand(-1, heads),
+                                   eta[:, None].expand(-1, k))
+
+
+def pto_reduced(
+    x: torch.Tensor, y: torch.Tensor, alpha: float, eta: float, k: int, heads: int
+) -> torch.Tensor:
+    """The linear stack at the (alpha, eta) point of reduced_models.sparse with `heads`
+    layer-1 heads and k GD layers, every alpha_h = alpha and eta_l = eta:
+    beta <- beta + eta (I + alpha^2 sum_h r_h r_h^T) (c - S beta); (B, n, d), (B, n) -> (B, d)."""
+    gram, corr = moments(x, y)
+    pair = torch.tensor([alpha], dtype=corr.dtype), torch.tensor([eta], dtype=corr.dtype)
+    return _pto_reduced_from_moments(gram, corr, *pair, k, heads)[0]
 
 
 def _lasso_kkt_violation_from_moments(
@@ -388,6 +470,9 @@ RANGES = {
     "ridge": {"lam": (1e-4, 1e4)},
     "gd": {"eta": (1e-3, 2.0)},
     "pto": {"gamma": (0.1, 10.0), "eta": (1e-2, 1.99)},
+    "pto_fixed": {"eta": (1e-4, 10.0)},
+    "pto_split": {"eta_x": (1e-3, 2.0), "eta_u": (1e-4, 10.0)},
+    "pto_reduced": {"alpha": (1e-2, 1e2), "eta": (1e-4, 2.0)},
     "lasso": {"lam": (1e-3, 10.0)},
 }
 
@@ -424,14 +509,19 @@ def grid_search(
     return best
 
 
-def tune(batch: SparseBatch, sigma2: float, s: int, k_steps: int) -> dict[str, dict[str, float]]:
-    """Hyper-parameters of every estimator minimising the mean risk on a tuning batch."""
+def tune(batch: SparseBatch, sigma2: float, s: int, k_steps: int,
+         heads: int | None = None) -> dict[str, dict[str, float]]:
+    """Hyper-parameters of every estimator minimising the mean risk on a tuning batch
+    (pto_reduced with `heads` layer-1 heads; None: one per coordinate). A grid point whose GD diverges to a
+    non-finite risk counts as infinitely bad."""
     gram, corr = moments(batch.x, batch.y)
     n, d = batch.x.shape[-2:]
+    heads = heads or d
 
     def mse(beta_hat: torch.Tensor) -> torch.Tensor:
         """Mean of |beta_hat - beta|^2 over trials; (..., B, d) -> (...)."""
-        return ((beta_hat - batch.beta) ** 2).sum(dim=-1).mean(dim=-1)
+        loss = ((beta_hat - batch.beta) ** 2).sum(dim=-1).mean(dim=-1)
+        return torch.nan_to_num(loss, nan=math.inf)
 
     def ridge_losses(grid):
         return torch.stack([mse(_ridge_from_moments(gram, corr, lam, n)) for lam in grid["lam"]])
@@ -448,6 +538,17 @@ def tune(batch: SparseBatch, sigma2: float, s: int, k_steps: int) -> dict[str, d
                 losses[i] = mse(weights * b)
         return losses
 
+    def pto_split_losses(grid):
+        steps = grid["eta_x"][:, None, None] + grid["eta_u"][:, None, None] * corr**2
+        return mse(_diagonal_gd_from_moments(gram, corr, steps, k_steps))
+
+    def pto_fixed_losses(grid):
+        return pto_split_losses({"eta_x": torch.zeros_like(grid["eta"]), "eta_u": grid["eta"]})
+
+    def pto_reduced_losses(grid):
+        return mse(_pto_reduced_from_moments(gram, corr, grid["alpha"], grid["eta"], k_steps,
+                                             heads))
+
     def lasso_losses(grid):
         return mse(_lasso_grid_from_moments(gram, corr, grid["lam"].tolist(), tol=LASSO_TOL))
 
@@ -457,6 +558,12 @@ def tune(batch: SparseBatch, sigma2: float, s: int, k_steps: int) -> dict[str, d
         "ridge_bayes": {"lam": bayes_ridge_lambda(d, s, sigma2)},
         "gd": {**grid_search(gd_losses, RANGES["gd"], POINTS_1D), "k": k_steps},
         "pto": {**grid_search(pto_losses, RANGES["pto"], POINTS_2D), "k": k_steps},
+        "pto_fixed": {**grid_search(pto_fixed_losses, RANGES["pto_fixed"], POINTS_1D),
+                      "k": k_steps},
+        "pto_split": {**grid_search(pto_split_losses, RANGES["pto_split"], POINTS_2D),
+                      "k": k_steps},
+        "pto_reduced": {**grid_search(pto_reduced_losses, RANGES["pto_reduced"], POINTS_2D),
+                        "k": k_steps, "heads": heads},
         "lasso": grid_search(lasso_losses, RANGES["lasso"], POINTS_1D),
         "averaging": {},
     }
@@ -476,6 +583,15 @@ def estimate_all(
         "pto": _pto_from_moments(
             gram, corr, params["pto"]["gamma"], params["pto"]["eta"], int(params["pto"]["k"])
         ),
+        "pto_fixed": _pto_split_from_moments(gram, corr, 0.0, params["pto_fixed"]["eta"],
+                                             int(params["pto_fixed"]["k"])),
+        "pto_split": _pto_split_from_moments(gram, corr, params["pto_split"]["eta_x"],
+                                             params["pto_split"]["eta_u"],
+                                             int(params["pto_split"]["k"])),
+        "pto_reduced": _pto_reduced_from_moments(
+            gram, corr, torch.tensor([params["pto_reduced"]["alpha"]], dtype=corr.dtype),
+            torch.tensor([params["pto_reduced"]["eta"]], dtype=corr.dtype),
+            int(params["pto_reduced"]["k"]), int(params["pto_reduced"]["heads"]))[0],
         "lasso": _lasso_from_moments(gram, corr, params["lasso"]["lam"], LASSO_TOL),
         "averaging": corr,
     }
@@ -507,12 +623,14 @@ def risk_samples(
     trials: int,
     tune_trials: int,
     generator: torch.Generator,
+    heads: int | None = None,
 ) -> list[RiskSamples]:
-    """Tune every estimator on tune_trials prompts, then evaluate on `trials` fresh ones."""
+    """Tune every estimator on tune_trials prompts, then evaluate on `trials` fresh ones
+    (pto_reduced with `heads` layer-1 heads; None: one per coordinate)."""
     samples = []
     for n in n_list:
         tuning = sample_sparse(tune_trials, n, d, s, sigma2, generator)
-        tuned = tune(tuning, sigma2, s, k_steps)
+        tuned = tune(tuning, sigma2, s, k_steps, heads)
         evaluation = sample_sparse(trials, n, d, s, sigma2, generator)
         estimates = estimate_all(evaluation.x, evaluation.y, tuned)
         risks = {name: risk(b, evaluation.beta, sigma2) for name, b in estimates.items()}
@@ -555,9 +673,10 @@ def risk_table(
     trials: int,
     tune_trials: int,
     generator: torch.Generator,
+    heads: int | None = None,
 ) -> dict:
     """Tuned risks of all estimators at each n (see `risk_samples` and `summarize`)."""
-    samples = risk_samples(d, s, sigma2, n_list, k_steps, trials, tune_trials, generator)
+    samples = risk_samples(d, s, sigma2, n_list, k_steps, trials, tune_trials, generator, heads)
     table = summarize(samples, d, sigma2)
     table["settings"] = {
         "d": d,
@@ -566,5 +685,6 @@ def risk_table(
         "k_steps": k_steps,
         "trials": trials,
         "tune_trials": tune_trials,
+        "heads": heads or d,
     }
     return table
