@@ -37,9 +37,11 @@ def test_registry_lists_each_systems_experiments_hooks_and_checks():
             "linreg-length": {"hooks": "GenericHooks", "checks": None},
             "linreg-multitask": {"hooks": "MultitaskHooks", "checks": None},
         },
-        "sparse": {"sparse": {"hooks": "GenericHooks", "checks": None},
-                   "sparse-risk": {"hooks": "GenericHooks", "checks": None},
-                   "sparse-flow": {"hooks": "GenericHooks", "checks": None}},
+        "sparse": {"sparse": {"hooks": "GenericHooks",
+                              "checks": "sims.sparse.checks:sparse_checks"},
+                   "sparse-risk": {"hooks": "SparseRiskHooks", "checks": None},
+                   "sparse-flow": {"hooks": "SparseFlowHooks", "checks": None},
+                   "sparse-rates": {"hooks": "GenericHooks", "checks": None}},
     }
     # every experiment resolves to an implementation with the declared name and schema
     for name, info in registry.experiments().items():
@@ -54,8 +56,8 @@ def test_registry_lists_each_systems_experiments_hooks_and_checks():
 def test_unknown_experiment_and_missing_checks_name_the_experiment():
     with pytest.raises(Exception, match="unknown experiment 'nosuch'"):
         registry.info("nosuch")
-    with pytest.raises(Exception, match="'sparse' has no theory checks"):
-        registry.checks("sparse")
+    with pytest.raises(Exception, match="'sparse-rates' has no theory checks"):
+        registry.checks("sparse-rates")
 
 
 def test_declaration_rejects_hooks_for_an_experiment_it_does_not_have():
@@ -117,7 +119,7 @@ def test_sparse_flow_sweeps_with_generic_hooks_and_each_point_equals_its_run(tmp
         assert gap[i] == result.summary["comparison"]["sgd_vs_population"]["pointwise"]["max"]
 
 
-def test_sparse_risk_sweeps_one_risk_per_n_test(tmp_path):
+def test_sparse_risk_sweeps_the_risk_at_the_largest_n_test(tmp_path):
     exp = registry.get("sparse-risk")
     small = {"d": 6, "s": 2, "n_test": [4, 12], "trials": 200, "tune_trials": 50}
     config = exp.schema.resolve(small)
@@ -125,7 +127,7 @@ def test_sparse_risk_sweeps_one_risk_per_n_test(tmp_path):
     report = sweep(exp, config, ["sigma2=0.1,0.5"], str(out), plot=False)
     with h5py.File(out, "r") as fh:
         risk = fh["sweeps"][report["sweep_id"]]["risk_pto"][()]
-    assert risk.shape == (2, 2)
+    assert risk.shape == (2,)
     for i, sigma2 in enumerate((0.1, 0.5)):
         result = exp.run(exp.schema.resolve({**small, "sigma2": sigma2}))
-        np.testing.assert_array_equal(risk[i], result.summary["risk"]["pto"])
+        assert risk[i] == result.summary["risk"]["pto"][-1]
