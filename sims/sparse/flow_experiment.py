@@ -15,10 +15,8 @@ import numpy as np
 import torch
 
 from dynamics.errors import UsageError
-from dynamics.plots import save_run_figure
 from dynamics.progress import bar
 from dynamics.sgd import train
-from dynamics.store import read_run
 from dynamics.times import record_times
 from reduced_models import sparse as theory
 from reduced_models.base import integrate_flow
@@ -101,33 +99,6 @@ class SparseFlowExperiment(Experiment):
         summary["comparison"] = comparisons(trajs, [("sgd", "population")])
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         return RunResult(trajs, summary)
-
-    def plot(self, path: str, run_id: str, out: str | None = None) -> str:
-        """The reduced parameters and the loss of population vs sgd against t."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        run_id, attrs, trajs = read_run(path, run_id)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-        for tname, tr in trajs.items():
-            keep = tr.t > 0
-            marker = {"ls": "none", "marker": "o", "ms": 2.5, "mfc": "none"} if tr.kind == "sgd" else {}
-            for k, label in enumerate(("alpha", "eta")):
-                values = tr.params[label].reshape(len(tr.t), -1)
-                for j in range(values.shape[1]):
-                    axes[0].plot(tr.t[keep], values[keep, j], color=f"C{k * 5 + j}",
-                                 label=f"{tname} {label}[{j + 1}]", **marker)
-            axes[1].plot(tr.t[keep], tr.loss[keep], label=tname, **marker)
-        for ax, title in ((axes[0], "reduced parameters"), (axes[1], "loss")):
-            ax.set_xscale("log")
-            ax.set_xlabel("t = lr x step")
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=6, ncol=2)
-        fig.suptitle(f"{run_id} ({attrs.get('experiment')}, status {attrs.get('status')})",
-                     fontsize=9)
-        return save_run_figure(fig, path, run_id, out)
 
 
 def train_on_manifold(manifold, state0, steps, observe, config, seed):
