@@ -18,7 +18,7 @@ config = exp.schema.resolve({"t_max": 1.0, "lr": 0.05, "mc_samples": 300,
 exp.admit(config)  # the memory guard and cross-key checks the CLI applies
 result = exp.run(config)
 store.check_writable(out)
-run_id = store.write_run(out, exp.name, config, config["seed"], result.trajectories,
+run_id = store.write_run(out, exp.name, dict(config), config["seed"], result.trajectories,
                          result.status, result.summary, result.extra, result.axes)
 
 # read_run: (run id, run attributes, {trajectory name: Trajectory}); the newest run by default
