@@ -11,6 +11,7 @@ also readable as a mapping (config["key"], dict(config), {**config}).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 from collections.abc import Iterator, Mapping
@@ -176,6 +177,13 @@ class Schema:
     def defaults(self) -> dict[str, Any]:
         return {k.name: k.default for k in self.keys}
 
+    def unknown(self, name: str) -> UsageError:
+        """The error for a key the schema lacks: the closest known keys, else all of them."""
+        close = difflib.get_close_matches(name, self.by_name, n=3, cutoff=0.6)
+        hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+                else f"known: {', '.join(self.by_name)}")
+        return UsageError(f"unknown key {name!r} ({hint})")
+
     def resolve(self, *layers: dict[str, Any]) -> Config:
         """Defaults overridden by each layer in turn (TOML table, then --set pairs), as a
         config instance.
@@ -184,10 +192,14 @@ class Schema:
         """
         config = self.defaults()
         for layer in layers:
+            where = getattr(layer, "where", None)
             for name, value in layer.items():
-                if name not in self.by_name:
-                    raise UsageError(f"unknown key {name!r} (known: {', '.join(self.by_name)})")
-                config[name] = self.by_name[name].parse(value)
+                try:
+                    if name not in self.by_name:
+                        raise self.unknown(name)
+                    config[name] = self.by_name[name].parse(value)
+                except UsageError as exc:
+                    raise UsageError(f"{where(name)}: {exc}" if where else str(exc)) from None
         missing = [k for k, v in config.items() if v is None and self.by_name[k].type != "str"]
         if missing:
             raise UsageError(f"key '{missing[0]}': no value given and no default")
@@ -205,16 +217,47 @@ def parse_assignments(pairs: list[str], option: str = "--set") -> dict[str, str]
     return out
 
 
-def load_toml(path: str) -> dict[str, Any]:
-    """Read a TOML config file; UsageError naming the path if unreadable or malformed."""
+class ConfigFile(dict):
+    """The keys of a config file; `source` names the file (and the line of each key)
+    in error messages."""
+
+    def __init__(self, values: dict, path: str, lines: dict[str, int]):
+        super().__init__(values)
+        self.path, self.lines = path, lines
+
+    def where(self, name: str) -> str:
+        """"FILE, line N" of a key (FILE alone if its line is not known)."""
+        return f"{self.path}, line {self.lines[name]}" if name in self.lines else self.path
+
+
+def load_toml(path: str, experiment: str | None = None) -> ConfigFile:
+    """Read a TOML config file: keys at top level, or all under one [EXPERIMENT] table (the
+    experiment run). UsageError naming the path (and line) if unreadable or malformed."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python < 3.11
         import tomli as tomllib
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+        values = tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise UsageError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: malformed TOML ({exc})") from None
+    tables = [k for k, v in values.items() if isinstance(v, dict)]
+    if tables:
+        if experiment is not None and tables == [experiment] and len(values) == 1:
+            values = values[experiment]
+        else:
+            wanted = f"[{experiment}]" if experiment else "[EXPERIMENT]"
+            raise UsageError(f"{path}: table [{tables[0]}]: put the keys at top level or all "
+                             f"under one {wanted} table naming the experiment run")
+    lines = {}
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        name = line.split("=", 1)[0].strip()
+        if "=" in line and name in values and name not in lines:
+            lines[name] = number
+    return ConfigFile(values, path, lines)

@@ -77,8 +77,9 @@ class _Guarded:
         # Cheap test while all is well: a sum is finite only if every entry is (an
         # overflowing sum of finite entries just takes the exact path below); NaN in y
         # fails the comparison.
-        if (not self.tripped and math.isfinite(float(dy.sum()))
-                and float(y.abs().max()) <= self.bound):
+        # (detached: a flow whose right-hand side uses autograd returns a graph-carrying dy)
+        if (not self.tripped and math.isfinite(float(dy.detach().sum()))
+                and float(y.detach().abs().max()) <= self.bound):
             return dy
         bad = ~torch.isfinite(dy).all(dim=1) | ~(y.abs() <= self.bound).all(dim=1)
         self.frozen |= bad

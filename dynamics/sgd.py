@@ -9,7 +9,7 @@ import torch
 
 from . import checkpoint
 from .status import Status
-from .trajectory import Trajectory
+from .trajectory import BLOWUP_FACTOR, Trajectory
 
 
 def train(
@@ -39,7 +39,8 @@ def train(
     - eval_loss: if given, the loss recorded at each recorded step (e.g. on a
       fixed evaluation sample, smoother than the minibatch loss); same shape
       as batch_loss
-    - loss_bound: a loss above it counts as divergence
+    - loss_bound: a loss above it counts as divergence, and so does a loss above
+      BLOWUP_FACTOR times the loss at step 0 (per ensemble member)
     - name: names this training within its run; when the run checkpoints
       (dynamics.checkpoint), the training saves its state under this name and resumes
       from it, bit-identical to an uninterrupted run
@@ -47,19 +48,20 @@ def train(
 
     Returns an "sgd" Trajectory with t = time_per_step x step and the minibatch
     loss (or eval_loss) at each recorded step, (T,) or (T, K) for an ensemble
-    (see split_members). A non-finite or unbounded loss, or a
-    non-finite observable, ends training with status "diverged" and the records before it.
+    (see split_members). A non-finite, unbounded or blown-up loss, or a non-finite
+    observable, ends training with status "diverged", the records before it and
+    attrs["diverged_t"], the time of the step that failed.
     """
     record_steps = np.asarray(record_steps, dtype=np.int64)
     last = int(record_steps[-1])
     wanted = set(record_steps.tolist())
     steps, losses, params = [], [], []
-    status = Status.COMPLETE
+    status, attrs, start = Status.COMPLETE, {}, None
     plan = checkpoint.active() if name is not None else None
     first, done = 0, False
 
     def snapshot(step: int, finished: bool) -> dict:
-        return {"step": step, "done": finished, "status": status,
+        return {"step": step, "done": finished, "status": status, "attrs": attrs, "start": start,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "generators": [g.get_state() for g in generators],
                 "torch_rng": torch.get_rng_state(),
@@ -74,6 +76,7 @@ def train(
         torch.set_rng_state(saved["torch_rng"])
         steps, losses, params = saved["steps"], saved["losses"], saved["params"]
         status, first, done = saved["status"], saved["step"], saved["done"]
+        attrs, start = saved.get("attrs", {}), saved.get("start")
         if on_step is not None:
             for step in range(first):
                 on_step(step)
@@ -86,14 +89,16 @@ def train(
             clock.reset()
         loss = batch_loss(step)
         value = loss.detach().cpu().numpy().astype(np.float64)
-        if not np.isfinite(value).all() or np.abs(value).max() > loss_bound:
-            status = Status.DIVERGED
+        start = np.abs(value) if start is None else start
+        if (not np.isfinite(value).all() or np.abs(value).max() > loss_bound
+                or (np.abs(value) > BLOWUP_FACTOR * start).any()):
+            status, attrs = Status.DIVERGED, {"diverged_t": time_per_step * step}
             break
         if step in wanted:
             # copies: an observable may be a view of a weight the next step changes
             observed = {k: np.array(v, dtype=np.float64) for k, v in observe().items()}
             if not all(np.isfinite(v).all() for v in observed.values()):
-                status = Status.DIVERGED
+                status, attrs = Status.DIVERGED, {"diverged_t": time_per_step * step}
                 break
             if eval_loss is not None:
                 with torch.no_grad():
@@ -120,6 +125,7 @@ def train(
         params=stacked,
         step=steps_arr,
         status=status,
+        attrs=attrs,
     )
 
 

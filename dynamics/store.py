@@ -1,8 +1,10 @@
 """HDF5 store, format version 1 (docs/hdf5-format.md).
 
-Writes never modify a file in place: the new content is written to a
-temporary file in the same folder (a copy of the old file plus the new run),
-flushed to disk, then renamed over the old one. A crash at any moment leaves
+Writes never modify a file in place: the new content (the old file plus the new
+run) is built in memory, written to a temporary file in the same folder,
+flushed to disk, then renamed over the old one. HDF5 itself never writes to
+disk, so a full disk or any other write error is one OutputError naming the
+path, with the old file untouched and the temporary file removed. A crash at any moment leaves
 the old file or the new one, never a half-written one. Writers of one file
 take an exclusive lock on FILE.lock, so concurrent writers queue up. The
 renamed file keeps the mode of the file it replaces; a new file gets the
@@ -14,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import io
 import json
 import os
 import re
 import secrets
-import shutil
 import stat
 import string
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from importlib import metadata
 import h5py
 import numpy as np
 
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .trajectory import Trajectory
 
 FORMAT = "icldyn"
@@ -61,7 +63,11 @@ def _locked(path: str, timeout: float = 600.0) -> Iterator[None]:
     """Exclusive lock on path + '.lock' (waits for another writer)."""
     import time
 
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"{path}.lock: cannot create the lock file ({exc.strerror}); "
+                          "nothing written") from None
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -94,6 +100,12 @@ def check_writable(path: str) -> None:
             raise UsageError(f"{folder}: cannot create output folder ({exc.strerror})") from None
     if not os.access(folder, os.W_OK):
         raise UsageError(f"{folder}: not writable")
+    lock = path + ".lock"
+    try:  # the lock every writer takes (_locked): a bad one costs no work; none created here
+        if os.path.lexists(lock):
+            os.close(os.open(lock, os.O_RDWR))
+    except OSError as exc:
+        raise UsageError(f"{lock}: cannot open the lock file ({exc.strerror})") from None
 
 
 def open_store(path: str) -> h5py.File:
@@ -188,26 +200,31 @@ def _create_temp(path: str) -> str:
 
 
 def _write_atomically(path: str, fill) -> None:
-    """Copy path (if any) to a temp file, let fill(h5py.File) add to it, then rename.
+    """Let fill(h5py.File) add to a copy of path (if any) built in memory, write it to a
+    temp file, flush and rename it over path.
 
     The caller holds _locked(path). Temp files are named .<file name>.<random>.tmp
-    in the same folder; those of a killed writer are removed here.
+    in the same folder; those of a killed writer are removed here. A write error (no
+    space, no permission) raises OutputError naming path; path is then unchanged and
+    the temp file removed.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    _remove_stale_temps(path)
-    tmp = _create_temp(path)
+    buffer = io.BytesIO()
+    if os.path.exists(path):
+        with open(path, "rb") as old:
+            buffer.write(old.read())
+    with h5py.File(buffer, "r+" if buffer.tell() else "w") as fh:
+        if "format" not in fh.attrs:
+            fh.attrs["format"] = FORMAT
+            fh.attrs["format_version"] = FORMAT_VERSION
+        fill(fh)
+    tmp = None
     try:
-        if os.path.exists(path):
-            shutil.copyfile(path, tmp)
-            mode = "r+"
-        else:
-            mode = "w"
-        with h5py.File(tmp, mode) as fh:
-            if mode == "w":
-                fh.attrs["format"] = FORMAT
-                fh.attrs["format_version"] = FORMAT_VERSION
-            fill(fh)
+        _remove_stale_temps(path)
+        tmp = _create_temp(path)
         with open(tmp, "rb+") as raw:
+            raw.write(buffer.getbuffer())
+            raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -215,8 +232,10 @@ def _write_atomically(path: str, fill) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror}); the file is unchanged") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -364,3 +383,23 @@ def describe(path: str) -> dict:
             out["runs"][run_id] = entry
         out["sweeps"] = list(fh.get("sweeps", {}).keys())
     return out
+
+
+def overview(path: str) -> dict:
+    """What `icldyn show` prints: per run its experiment, status, seed, created, config and
+    summary; per sweep its experiment, status, points done of the total, grid and config."""
+    with open_store(path) as fh, _readable(path):
+        runs = {}
+        for run_id, run in fh.get("runs", {}).items():
+            entry = {k: _attr_value(run.attrs[k]) for k in ("experiment", "status", "seed", "created")}
+            for key in ("config", "summary"):
+                entry[key] = json.loads(run.attrs[key]) if key in run.attrs else {}
+            runs[run_id] = entry
+        sweeps = {}
+        for sid, group in fh.get("sweeps", {}).items():
+            entry = {k: _attr_value(group.attrs[k])
+                     for k in ("experiment", "status", "points_done", "points_total", "created")}
+            entry["grid"] = json.loads(group.attrs["grid"])
+            entry["config"] = json.loads(group.attrs["config"])
+            sweeps[sid] = entry
+    return {"file": path, "runs": runs, "sweeps": sweeps}

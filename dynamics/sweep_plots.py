@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
 
+from .plots import check_figure_path, save_figure
 from .sweep_store import Axis, SweepData, label, read_sweep
 
 
@@ -92,6 +93,7 @@ def _panel(ax, fig, data: SweepData, name: str, facet: tuple, phase: np.ndarray 
     mesh = ax.pcolormesh(_edges(ax_x), _edges(ax_y), np.ma.masked_invalid(z), cmap=cmap,
                          norm=norm, shading="flat")
     bar = fig.colorbar(mesh, ax=ax)
+    bar.set_label("phase" if meanings else name, fontsize=8)
     if meanings:
         bar.set_ticks(np.arange(len(meanings)), labels=meanings)
     if phase is not None:
@@ -120,41 +122,53 @@ def scalar_metrics(data: SweepData) -> list[str]:
     return [n for n, v in data.metrics.items() if v.ndim == len(data.axes)]
 
 
+MAX_COLUMNS = 4
+
+
 def figure(data: SweepData, names: list[str]):
-    """One row of panels per metric, one column per facet; returns the figure."""
+    """A grid of panels, one per metric and facet (a metric's facets side by side, at most
+    MAX_COLUMNS panels a row); returns the figure. Grey cells are explained in the title."""
     facets, note = _slices(data)
     phase_name = data.attrs.get("phase_metric") or None
     phase = data.metrics.get(phase_name) if phase_name else None
-    fig, axes = plt.subplots(len(names), len(facets), figsize=(4.6 * len(facets), 3.6 * len(names)),
-                             squeeze=False)
-    for row, name in zip(axes, names):
-        for ax, facet in zip(row, facets):
-            if len(data.axes) == 1:
-                _line(ax, data, name)
-            else:
-                _panel(ax, fig, data, name, facet, phase)
+    panels = [(name, facet) for name in names for facet in facets]
+    cols = min(len(panels), len(facets) if 1 < len(facets) <= MAX_COLUMNS else MAX_COLUMNS)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows + 0.6), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    grey = False
+    for ax, (name, facet) in zip(axes.flat, panels):
+        if len(data.axes) == 1:
+            _line(ax, data, name)
+        else:
+            _panel(ax, fig, data, name, facet, phase)
+            grey = grey or not np.isfinite(data.metrics[name]).all()
     title = f"{data.sweep_id} ({data.attrs['experiment']}, {int(data.done.sum())}/{data.done.size} points)"
-    fig.suptitle(title + (f"; held at {note}" if note else ""), fontsize=9)
+    if note:
+        title += f"; held at {note}"
+    if grey:
+        title += "\ngrey cells: not computed yet, or no value there (NaN, e.g. no escape by t_max)"
+    if phase is not None and len(data.axes) > 1:
+        title += "\nwhite lines: boundaries between phases"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def plot_sweep(path: str, sweep_id: str | None = None, out_dir: str | None = None,
-               metrics: list[str] | None = None) -> list[str]:
-    """PNG phase diagrams next to the file: <stem>_<sweep_id>_<metric>.png per scalar
-    metric, and <stem>_<sweep_id>.png with all of them (one row each). Returns the paths."""
+               metrics: list[str] | None = None, out: str | None = None) -> list[str]:
+    """Phase diagrams next to the file: <stem>_<sweep_id>.png with every scalar metric and
+    <stem>_<sweep_id>_<metric>.png per metric (out: the first one's path, the others
+    beside it with _<metric> added). Returns the paths, the combined figure first."""
     data = read_sweep(path, sweep_id)
     names = metrics or scalar_metrics(data)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    folder = out_dir or os.path.dirname(os.path.abspath(path))
-    base = os.path.join(folder, f"{stem}_{data.sweep_id}")
-    paths = []
+    if out is None:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        folder = out_dir or os.path.dirname(os.path.abspath(path))
+        out = os.path.join(folder, f"{stem}_{data.sweep_id}.png")
+    base, ext = os.path.splitext(check_figure_path(out))
+    paths = [save_figure(figure(data, names), out, dpi=100)]
     for name in names:
-        fig = figure(data, [name])
-        fig.savefig(f"{base}_{name}.png", dpi=100)
-        plt.close(fig)
-        paths.append(f"{base}_{name}.png")
-    fig = figure(data, names)
-    fig.savefig(f"{base}.png", dpi=100)
-    plt.close(fig)
-    return [f"{base}.png"] + paths
+        paths.append(save_figure(figure(data, [name]), f"{base}_{name}{ext}", dpi=100))
+    return paths

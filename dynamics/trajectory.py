@@ -9,6 +9,9 @@ import numpy as np
 from .status import Status
 
 KINDS = ("ode", "sgd")
+# A trajectory whose loss exceeds this factor times its loss at the start has blown up:
+# status "diverged" (dynamics.sgd.train); no run of a decreasing loss comes near it.
+BLOWUP_FACTOR = 1e3
 
 
 @dataclass
@@ -20,8 +23,10 @@ class Trajectory:
     - loss: (T,) the loss the model descends (sgd: the minibatch loss before the step)
     - params: name -> (T, ...) reduced parameters (observables)
     - step: (T,) int64 optimiser steps (sgd only)
-    - status: a Status (dynamics.status; a str, "complete", "diverged" or "stalled");
-      times after a failure are not recorded, so the last row is the last good state
+    - status: "complete", "diverged" (non-finite or unbounded state, or a loss above
+      BLOWUP_FACTOR times its start; attrs["diverged_t"] is then the time it failed) or "stalled"
+      (the adaptive solver's step budget or step size ran out); times after
+      the failure are not recorded, so the last row is the last good state
     - attrs: free-form metadata (written as HDF5 attributes of the trajectory's group)
     - param_attrs: per parameter, metadata written as attributes of its dataset
       params/<name>, e.g. {"p": {"labels": ["1", "2", "1,2"]}} (one label per entry
@@ -57,11 +62,21 @@ class Trajectory:
         """Last recorded value of every parameter, as nested lists."""
         return {k: v[-1].tolist() for k, v in self.params.items() if len(v)}
 
+    def failed_at(self) -> float | None:
+        """Time of the failure of a diverged or stalled trajectory: the failing step's
+        (attrs["diverged_t"]) if known, else the last recorded time; None if complete."""
+        if self.status == "complete":
+            return None
+        if "diverged_t" in self.attrs:
+            return float(self.attrs["diverged_t"])
+        return float(self.t[-1]) if len(self.t) else 0.0
+
     def summary(self) -> dict:
-        """JSON-able: status, final parameters, final loss, time reached."""
+        """JSON-able: status (and failed_at), final parameters, final loss, time reached."""
         return {
             "kind": self.kind,
             "status": self.status,
+            **({"failed_at": self.failed_at()} if self.status != "complete" else {}),
             "t_final": float(self.t[-1]) if len(self.t) else 0.0,
             "final": self.final(),
             "loss_final": float(self.loss[-1]) if len(self.loss) else None,

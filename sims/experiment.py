@@ -12,6 +12,7 @@ from dynamics.config import Schema
 from dynamics.errors import UsageError
 from dynamics.memory import check_memory
 from dynamics.status import Status
+from dynamics.tables import results
 from dynamics.trajectory import Trajectory
 
 
@@ -34,9 +35,15 @@ class RunResult:
 
     @property
     def status(self) -> Status:
-        """The first failed trajectory's status, else complete."""
-        bad = [tr.status for tr in self.trajectories.values() if tr.status != Status.COMPLETE]
-        return bad[0] if bad else Status.COMPLETE
+        """Complete only when every trajectory is; else the first failure's status."""
+        bad = self.failures()
+        return bad[0]["status"] if bad else Status.COMPLETE
+
+    def failures(self) -> list[dict]:
+        """[{trajectory, status, t}] of each trajectory that diverged or stalled, t its
+        time of failure (Trajectory.failed_at)."""
+        return [{"trajectory": name, "status": str(tr.status), "t": tr.failed_at()}
+                for name, tr in self.trajectories.items() if tr.status != Status.COMPLETE]
 
 
 @dataclass
@@ -75,6 +82,8 @@ class Experiment:
 
     name: str = ""
     schema: Schema
+    # headline figures of a run's summary (dynamics.tables.Headline / Records), shown first
+    headlines: tuple = ()
 
     def validate(self, config: dict) -> None:
         """Cross-key checks; raise UsageError naming the key."""
@@ -94,6 +103,11 @@ class Experiment:
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         raise NotImplementedError
+
+    def tables(self, summary: dict, config) -> list[str]:
+        """The results tables of a run (dynamics.tables), from its summary and config."""
+        adam = dict(config).get("optimizer") == "adam"
+        return results(summary, self.headlines, "nominal t = lr x step" if adam else "t")
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         """Figure(s) of a stored run; returns the main PNG path. Subclasses may add panels."""

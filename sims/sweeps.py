@@ -23,6 +23,7 @@ import torch
 
 from dynamics.compare import escape_time
 from dynamics.errors import UsageError
+from dynamics.progress import STATUS
 from dynamics.sweep import Metric, Sweep, Task, parse_grid, run_sweep
 from dynamics.sweep_plots import plot_sweep
 from dynamics.trajectory import Trajectory
@@ -262,6 +263,7 @@ def plan(exp, config: dict, grid: list[str], ode: bool, sgd: bool) -> Sweep:
         raise UsageError("--no-ode and --no-sgd together leave nothing to compute")
     axes = parse_grid(exp.schema, grid)
     sweep = Sweep(exp.name, dict(config), tuple(axes), ode, sgd)
+    STATUS.set(f"sweep {exp.name}: checking {sweep.size} points")
     for _, point in sweep.points():
         exp.admit(point)
     return sweep

@@ -5,6 +5,10 @@ import tempfile
 
 import torch
 
+# Progress lines (every 30 s in a log) would add lines to the stderr that tests count;
+# tests/test_progress.py sets its own interval.
+os.environ.setdefault("ICLDYN_PROGRESS_SECONDS", "3600")
+
 # Tiny tensors: one thread is faster and keeps results independent of the core count.
 torch.set_num_threads(1)
 

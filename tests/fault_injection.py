@@ -5,7 +5,7 @@ sweep then resumes), kill -9 of a store writer
 in the middle of its writes, two concurrent writers of one file, readers during
 writes, bad input files, absurd sizes and a memory limit (refused before any
 work), a diverging run, a solver stalled at t = 0, a stiff flow against the step
-budget, and the mode of written files. Prints one row per scenario:
+budget, the mode of written files, a full disk, Ctrl-C, and a huge sweep grid. Prints one row per scenario:
 faults tried, survived (the file opens, the outcome is the expected one),
 results lost (a run committed before the fault that is missing or changed).
 Exits 1 if any result is lost or any fault is not survived.
@@ -32,9 +32,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from dynamics import store
-from dynamics.errors import UsageError
+from dynamics.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, UsageError
 
-ENV = dict(os.environ, ICLDYN_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+# no progress lines in the stderr the scenarios count (a slow machine would print them)
+ENV = dict(os.environ, ICLDYN_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT,
+           ICLDYN_PROGRESS_SECONDS="3600")
 ICLDYN = [sys.executable, "-m", "sims.cli"]
 
 # Small configs per experiment (about a second of work after start-up).
@@ -264,7 +266,8 @@ def scenario_diverging_run(work: str) -> tuple[int, int, int]:
     proc = icldyn("run", "linreg", "--set", "lr=20", "--set", "t_max=2000", "--set", "batch=16",
                   "--set", "eval_samples=16", "--set", "records=10", "--no-ode", "--no-plot",
                   "--out", path)
-    ok = proc.returncode == 0 and "Traceback" not in proc.stderr
+    ok = proc.returncode == EXIT_INCOMPLETE and "Traceback" not in proc.stderr
+    ok = ok and "sgd diverged at t = " in proc.stdout
     if ok:
         _, attrs, trajs = store.read_run(path)
         sgd = trajs["sgd"]
@@ -320,7 +323,7 @@ def scenario_stalled_solver(work: str) -> tuple[int, int, int]:
     proc = icldyn("run", "linreg", "--set", "rtol=1e-300", "--set", "atol=1e-300",
                   "--set", "t_max=1", "--set", "lr=0.1", "--set", "mc_samples=50",
                   "--set", "records=10", "--no-sgd", "--no-plot", "--out", path)
-    ok = proc.returncode == 0 and "Traceback" not in proc.stderr
+    ok = proc.returncode == EXIT_INCOMPLETE and "Traceback" not in proc.stderr
     if ok:
         _, attrs, trajs = store.read_run(path)
         ok = (attrs["status"] == trajs["ode"].status == "stalled"
@@ -358,6 +361,59 @@ def scenario_file_mode(work: str) -> tuple[int, int, int]:
     return 1, int(ok), 0
 
 
+def scenario_full_disk(work: str) -> tuple[int, int, int]:
+    """Files limited to a few bytes more than the existing output (RLIMIT_FSIZE: EFBIG, as a
+    full disk gives ENOSPC): the append fails with one line, the file byte-identical, no temp
+    file; then a new output with room for the results but not the figure keeps the results."""
+    import resource
+
+    path = os.path.join(work, "full.h5")
+    assert icldyn("run", "linreg", *TINY["linreg"], "--no-plot", "--out", path).returncode == 0
+    before = pathlib.Path(path).read_bytes()
+    tried = survived = lost = 0
+    for limit, argv in ((len(before) + 1000, ["--no-plot", "--out", path]),
+                        (80_000, ["--out", os.path.join(work, "full_fig.h5")])):
+        proc = subprocess.run(
+            [*ICLDYN, "run", "linreg", *TINY["linreg"], *argv], capture_output=True, text=True,
+            env=ENV, cwd=ROOT, timeout=170, check=False,
+            preexec_fn=lambda limit=limit: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        tried += 1
+        survived += (proc.returncode == EXIT_OUTPUT and proc.stderr.count("\n") == 1
+                     and "Traceback" not in proc.stderr and not temp_files(work))
+    lost += pathlib.Path(path).read_bytes() != before
+    lost += len(snapshot(os.path.join(work, "full_fig.h5"))) != 1
+    return tried, survived, lost
+
+
+def scenario_interrupt(work: str, rng: random.Random, kills: int) -> tuple[int, int, int]:
+    """SIGINT (Ctrl-C) of `icldyn run` at random moments after start-up: exit 130 and one
+    line, or a finished run; earlier runs intact, no temp file."""
+    path = os.path.join(work, "interrupt.h5")
+    assert icldyn("run", "linreg", *TINY["linreg"], "--no-plot", "--out", path).returncode == 0
+    before = snapshot(path)
+    tried = survived = 0
+    for _ in range(kills):
+        proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--no-plot",
+                                 "--out", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=ENV, cwd=ROOT)
+        time.sleep(rng.uniform(6.0, 12.0))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate()
+        tried += 1
+        survived += ((proc.returncode == EXIT_INTERRUPTED and err.count("\n") == 1
+                      or proc.returncode == 0) and "Traceback" not in err and not temp_files(work))
+    return tried, survived, len(lost_runs(before, path))
+
+
+def scenario_huge_grid(work: str) -> tuple[int, int, int]:
+    """A 10^9-point grid: refused with one line before anything is allocated."""
+    path = os.path.join(work, "huge.h5")
+    proc = icldyn("sweep", "linreg", "--grid", "init_scale=logspace:1e-4:1e-1:1000000",
+                  "--grid", "sigma2=0:1:1000", "--no-sgd", "--no-plot", "--out", path, timeout=60)
+    return 1, int(proc.returncode == EXIT_USAGE and refused(proc, "points")
+                  and not os.path.exists(path)), 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=4,
@@ -382,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             ("solver stalled at t=0", lambda: scenario_stalled_solver(work)),
             ("stiff flow, step budget", lambda: scenario_step_budget(work)),
             ("file mode (umask 027)", lambda: scenario_file_mode(work)),
+            ("full disk", lambda: scenario_full_disk(work)),
+            ("Ctrl-C (SIGINT)", lambda: scenario_interrupt(work, rng, args.kills)),
+            ("huge sweep grid", lambda: scenario_huge_grid(work)),
         ]
         for name, scenario in scenarios:
             start = time.perf_counter()

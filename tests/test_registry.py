@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import h5py
-import numpy as np
 import pytest
 
 from sims import registry

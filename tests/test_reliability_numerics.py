@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dynamics import store
+from dynamics.errors import EXIT_INCOMPLETE
 from dynamics.ode import integrate
 from sims.cli import main
 
@@ -49,7 +50,7 @@ def test_diverging_sgd_is_stored_as_diverged_with_its_last_good_state(tmp_path, 
     code = main(["run", "linreg", "--set", "lr=20", "--set", "t_max=2000", "--set", "batch=16",
                  "--set", "eval_samples=16", "--set", "records=10", "--no-ode", "--no-plot",
                  "--out", out, "--json"])
-    assert code == 0
+    assert code == EXIT_INCOMPLETE  # stored, but not complete: a script can tell
     payload = json.loads(capsys.readouterr().out)
     _, attrs, trajs = store.read_run(out)
     sgd = trajs["sgd"]
@@ -66,7 +67,7 @@ def test_absurd_tolerances_are_stalled_not_diverged(tmp_path, capsys):
                  "--set", "t_max=1", "--set", "lr=0.1", "--set", "mc_samples=50", "--set",
                  "records=10", "--no-sgd", "--no-plot", "--out", out])
     capsys.readouterr()
-    assert code == 0
+    assert code == EXIT_INCOMPLETE
     _, attrs, trajs = store.read_run(out)
     ode = trajs["ode"]
     assert attrs["status"] == ode.status == "stalled" and list(ode.t) == [0.0]

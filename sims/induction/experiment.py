@@ -25,6 +25,7 @@ import torch
 
 from dynamics.errors import UsageError
 from dynamics.progress import bar
+from dynamics.tables import Headline
 from reduced_models import induction as theory
 from reduced_models.markov import (
     best_set,
@@ -50,6 +51,9 @@ DRIFT_SAMPLES = 1000  # sequences over which SGD's gradient moments are averaged
 
 class InductionExperiment(Experiment):
     name = "induction"
+    headlines = (Headline("winning parent set S*", "S_star", "largest chi-square MI"),
+                 Headline("classifier optimum a*", "limit.a_optimum"),
+                 Headline("loss at a*", "limit.loss_at_optimum"))
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:

@@ -10,10 +10,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dynamics.plots import save_run_figure
+from dynamics.plots import (
+    check_figure_path,
+    default_plot_path,
+    outside_legend,
+    save_figure,
+    time_label,
+)
 from dynamics.store import read_run
 
 _STYLE = {"ode": "--", "population": "-", "corrected": ":", "sgd": "o", "full": "x"}
+P_FLOOR = 1e-12  # lower end of the p_S axis
+
+
+def _handle(name: str):
+    style = _STYLE.get(name, "-")
+    if style in ("o", "x"):
+        return plt.Line2D([], [], color="0.2", ls="none", marker=style, mfc="none")
+    return plt.Line2D([], [], color="0.2", ls=style)
 
 
 def _draw(ax, tr, name, y, color, label):
@@ -40,7 +54,7 @@ def plot_induction(path: str, run_id: str | None = None, out: str | None = None)
     heat = trajs.get("sgd") or trajs.get("population") or next(iter(trajs.values()))
     heads = heat.params["w"].shape[1]
     columns = max(4, heads + 1)
-    fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.2), squeeze=False)
+    fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.8), squeeze=False)
     ax_p, ax_r, ax_a, ax_l = axes[0][:4]
     for name, tr in trajs.items():
         p = tr.params["p"]
@@ -59,14 +73,24 @@ def plot_induction(path: str, run_id: str | None = None, out: str | None = None)
     if limit is not None:
         ax_a.axhline(summary.get("limit", {}).get("a_optimum", np.nan), color="tab:red", lw=0.8,
                      label="optimum of the limiting model")
-    for ax, title in [(ax_p, "p_S"), (ax_r, f"log(p_S*/p_S), S* = {{{star}}}"),
-                      (ax_a, "classifier a"), (ax_l, "loss")]:
+    for ax, title, ylabel in [(ax_p, "p_S", "selector weight p_S (log)"),
+                              (ax_r, f"log(p_S*/p_S), S* = {{{star}}}", "log(p_S* / p_S)"),
+                              (ax_a, "classifier a", "a"), (ax_l, "loss", "loss (cross-entropy)")]:
         ax.set_xscale("log")
-        ax.set_xlabel("t (gradient-flow time = lr x step)")
-        ax.set_title(title)
-        ax.legend(fontsize=5, ncol=2)
+        ax.set_xlabel(time_label(attrs), fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        if ax in (ax_a, ax_l):  # a rises, the loss falls: their empty corners
+            ax.legend(fontsize=6, ncol=2, loc="upper left" if ax is ax_a else "upper right")
     ax_p.set_yscale("log")
-    ax_p.set_ylim(top=2.0)
+    ax_p.set_ylim(P_FLOOR, 2.0)  # p of the losing sets falls to 1e-300: clipped
+    ax_p.text(0.02, 0.02, f"clipped at {P_FLOOR:g}", transform=ax_p.transAxes, fontsize=7)
+    # colours: candidate sets; line styles: trajectories (one legend below the panels)
+    handles = [plt.Line2D([], [], color=colors[i % len(colors)], lw=3) for i in range(len(labels))]
+    names = [f"{{{label}}}" for label in labels]
+    handles += [_handle(n) for n in trajs]
+    names += list(trajs)
+    outside_legend(fig, handles, names)
     t = heat.t
     for h in range(heads):
         ax = axes[1][h]
@@ -76,14 +100,16 @@ def plot_induction(path: str, run_id: str | None = None, out: str | None = None)
         ax.set_xticks(ticks, [f"{t[i]:.2g}" for i in ticks])
         ax.set_xlabel("t (log-spaced records)")
         ax.set_ylabel("offset k")
+        ax.set_yticks(np.arange(1, heat.params["w"].shape[2] + 1))
         ax.set_title(f"w of head {h + 1} ({'sgd' if 'sgd' in trajs else 'flow'})")
-        fig.colorbar(image, ax=ax)
+        fig.colorbar(image, ax=ax).set_label("copier logit w")
     if tests is not None:
         _generalisation(axes[1][heads], tests, colors)
     for ax in axes[1][heads + (tests is not None):]:
         ax.axis("off")
     fig.suptitle(f"{run_id} (induction, status {attrs.get('status')})", fontsize=8)
-    return save_run_figure(fig, path, run_id, out, dpi=100)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return save_figure(fig, check_figure_path(out or default_plot_path(path, run_id)), dpi=100)
 
 
 def _generalisation(ax, tests: dict, colors: list) -> None:

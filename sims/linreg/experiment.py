@@ -36,6 +36,7 @@ import torch
 from dynamics.errors import UsageError
 from dynamics.fit import Fit, fit
 from dynamics.progress import bar
+from dynamics.tables import Headline
 from dynamics.times import record_times
 from reduced_models import linreg as theory
 from reduced_models.base import integrate_flow
@@ -66,6 +67,9 @@ POPULATION_CHUNKS = 2
 
 class LinregExperiment(Experiment):
     name = "linreg"
+    headlines = (Headline("pattern formed at t", "sgd.pattern.formed_t",
+                          "first record with the diagonal-KQ, last-entry-OV pattern; "
+                          "a symmetric start has it at t = 0"),)
     schema = SCHEMA
 
     def validate(self, config: LinregConfig) -> None:

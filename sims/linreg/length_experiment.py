@@ -30,6 +30,7 @@ from dynamics.errors import UsageError
 from dynamics.fit import fit
 from dynamics.plots import save_run_figure
 from dynamics.store import open_store, read_run
+from dynamics.tables import Headline, Records
 from dynamics.times import log_steps
 from reduced_models import linreg as theory
 from reduced_models.linreg_theory import plain_gd_risk_at_step
@@ -119,6 +120,9 @@ def network_predictor(net):
 
 class LinregLengthExperiment(Experiment):
     name = "linreg-length"
+    headlines = (Headline("trained at L", "train_L"),
+                 Records("trained networks", "networks",
+                         ("kind", "heads", "status", "loss_final", "gd_step_at_L")))
     schema = SCHEMA
 
     def validate(self, config: LinregLengthConfig) -> None:
@@ -224,7 +228,7 @@ class LinregLengthExperiment(Experiment):
                               if isinstance(v, h5py.Dataset)} if "theory" in run else {})
         L = risk["L_test"]
         colors = dict(zip(trajs, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-        fig, (ax, ax_train) = plt.subplots(1, 2, figsize=(11, 4.3))
+        fig, (ax, ax_train) = plt.subplots(1, 2, figsize=(11, 5.2))
         for name, color in colors.items():
             ax.errorbar(L, risk[name], yerr=2 * risk[f"stderr_{name}"], marker="o", ms=3, lw=1,
                         capsize=2, color=color, label=name)
@@ -242,10 +246,11 @@ class LinregLengthExperiment(Experiment):
         ax.set_ylabel("risk E (y_hat - y_q)^2")
         ax.set_title(f"{run_id}: dashed = reduced predictor at the network's projection",
                      fontsize=8)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                  frameon=False)  # below the panel: off the curves
         ax_train.set_xscale("log")
         ax_train.set_yscale("log")
         ax_train.set_xlabel("step")
         ax_train.set_ylabel("loss on fixed prompts at the training length")
-        ax_train.legend(fontsize=6)
+        ax_train.legend(fontsize=7, loc="upper right")  # losses fall: the corner is free
         return save_run_figure(fig, path, run_id, out)

@@ -15,6 +15,7 @@ import torch
 
 from dynamics.errors import UsageError
 from dynamics.fit import fit
+from dynamics.tables import Headline
 from dynamics.times import record_times
 
 from ..experiment import (
@@ -41,6 +42,10 @@ MAX_STEPS = 10_000_000
 
 class MultitaskExperiment(Experiment):
     name = "linreg-multitask"
+    headlines = (Headline("head layout", "heads.layout", "split: each task its own +- heads; "
+                          "superposition: a head serves several tasks"),
+                 Headline("tasks of each head", "heads.tasks_of_head"),
+                 Headline("final loss per task", "loss_per_task"))
     schema = SCHEMA
 
     def validate(self, config: MultitaskConfig) -> None:

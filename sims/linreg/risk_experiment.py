@@ -28,6 +28,7 @@ import numpy as np
 from dynamics.errors import UsageError
 from dynamics.plots import save_run_figure
 from dynamics.store import open_store, read_run
+from dynamics.tables import Headline
 from reduced_models.linreg_theory import (
     bayes_risk_proportional,
     debiased_gd_risk,
@@ -83,6 +84,7 @@ def stored_network_point(spec: str, d: int) -> dict:
 
 class LinregRiskExperiment(Experiment):
     name = "linreg-risk"
+    headlines = (Headline("prompts per L", "samples"),)
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
@@ -144,7 +146,7 @@ class LinregRiskExperiment(Experiment):
         theory.pop("L_test")
         names = [k for k in risk if not k.startswith("stderr_")]
         colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig, ax = plt.subplots(figsize=(9.0, 4.4))
         for name in names:
             ax.errorbar(L, risk[name], yerr=2 * risk[f"stderr_{name}"], marker="o", ms=3, lw=0,
                         elinewidth=1, capsize=2, color=colors[name], label=f"{name} (Monte Carlo)")
@@ -157,5 +159,5 @@ class LinregRiskExperiment(Experiment):
         ax.set_yscale("log")
         ax.set_title(f"{run_id}: +-2 stderr; lines: exact GD risks, large-L single head, "
                      "proportional Bayes", fontsize=8)
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         return save_run_figure(fig, path, run_id, out)

@@ -38,6 +38,7 @@ from dynamics.plots import save_run_figure
 from dynamics.progress import bar
 from dynamics.sgd import train
 from dynamics.store import open_store, read_run
+from dynamics.tables import Headline
 from dynamics.times import log_steps
 
 from ..experiment import (
@@ -57,6 +58,14 @@ from .task import SparseBatch, sample_sparse
 
 class SparseExperiment(Experiment):
     name = "sparse"
+    headlines = (Headline("verdict", "verdict"),
+                 Headline("final risk", "final_risk", "trained network, E(y_hat - y)^2"),
+                 Headline("risk / preprocess-then-optimize risk", "risk_ratio_to_pto"),
+                 Headline("converged", "converged"),
+                 Headline("layer 1: all heads matter", "pattern.layer1_all_heads_matter"),
+                 Headline("later layers: one head dominates", "pattern.later_one_head_dominates"),
+                 Headline("pattern appears", "pattern.appears"),
+                 Headline("probe R^2 per layer", "probe_r2"))
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
@@ -162,15 +171,19 @@ class SparseExperiment(Experiment):
             run = fh["runs"][run_id]
             data = {g: {k: v[()] for k, v in run[g].items()}
                     for g in ("importance", "pruning") if g in run}
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
         if "importance" in data:
             imp = data["importance"]["normalised"]
             image = axes[0].imshow(imp, cmap="viridis", vmin=min(0.0, imp.min()), vmax=1.0)
             axes[0].set_xticks(range(imp.shape[1]), [f"h{h + 1}" for h in range(imp.shape[1])])
             axes[0].set_yticks(range(imp.shape[0]), [f"layer {i + 1}" for i in range(imp.shape[0])])
             for (i, j), value in np.ndenumerate(imp):
-                axes[0].text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
-            fig.colorbar(image, ax=axes[0], fraction=0.046)
+                axes[0].text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                             color="w" if value < 0.6 else "k")  # readable on viridis
+            fig.colorbar(image, ax=axes[0], fraction=0.046).set_label(
+                "risk rise / largest in the layer")
+            axes[0].set_xlabel("head")
+            axes[0].set_ylabel("layer")
             axes[0].set_title("head importance (risk rise / layer max)", fontsize=9)
         if "pruning" in data:
             prune = data["pruning"]
@@ -182,9 +195,11 @@ class SparseExperiment(Experiment):
                                      color=color, marker="o", ms=3, capsize=2,
                                      label=f"{name}, sigma2={noise:g}")
             axes[1].set_yscale("log")
-            axes[1].set_xlabel("n")
-            axes[1].set_title("risk E(y_hat - y_q)^2, +-2 stderr", fontsize=9)
-            axes[1].legend(fontsize=6)
+            axes[1].set_xlabel("context length n")
+            axes[1].set_ylabel("risk E(y_hat - y_q)^2")
+            axes[1].set_title("risk, +-2 stderr; line style: noise level", fontsize=9)
+            axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                           frameon=False)
         fig.suptitle(f"{run_id} ({attrs.get('experiment')}, status {attrs.get('status')})",
                      fontsize=9)
         return save_run_figure(fig, path, run_id, out)

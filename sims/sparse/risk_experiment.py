@@ -22,6 +22,7 @@ from dynamics.errors import UsageError
 from dynamics.memory import dominant_key
 from dynamics.plots import save_run_figure
 from dynamics.store import open_store, read_run
+from dynamics.tables import Headline
 
 from ..experiment import F64, RUNTIME, Experiment, RunResult, check_device, generator, seeds
 from .config import RATES as RATES_SCHEMA
@@ -58,6 +59,10 @@ ORDERINGS = (("pto", "gd"), ("pto", "ridge"), ("lasso", "pto"), ("lasso", "ridge
 
 class SparseRiskExperiment(Experiment):
     name = "sparse-risk"
+    headlines = (Headline("pto below gd at every n", "orderings.pto_below_gd.holds"),
+                 Headline("pto below ridge at every n", "orderings.pto_below_ridge.holds"),
+                 Headline("lasso below pto at every n", "orderings.lasso_below_pto.holds"),
+                 Headline("lasso below Bayes ridge", "orderings.lasso_below_ridge_bayes.holds"))
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
@@ -111,7 +116,7 @@ class SparseRiskExperiment(Experiment):
             group = fh["runs"][run_id]["risk"]
             data = {k: v[()] for k, v in group.items() if isinstance(v, h5py.Dataset)}
         n = data["n_test"]
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+        fig, ax = plt.subplots(figsize=(8.4, 4.2))
         for name in ESTIMATORS:
             mean, err = data[f"mean_{name}"], data[f"stderr_{name}"]
             finite = np.isfinite(mean)
@@ -123,7 +128,7 @@ class SparseRiskExperiment(Experiment):
         ax.set_xlabel("n (in-context examples)")
         ax.set_ylabel("risk sigma2 + |beta_hat - beta|^2")
         ax.set_title(f"{run_id}: tuned estimators, +-2 stderr", fontsize=9)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         return save_run_figure(fig, path, run_id, out)
 
 
