@@ -267,11 +267,13 @@ class ReducedModel:
     def _compiled(self) -> tuple[dict[str, tuple], dict[str, Callable]]:
         """(observable shapes, raw compiled functions): from the cache, else compiled."""
         art = cache.load(self.key)
+        self._generated = {}  # name -> the cached form of each function read from the cache
         try:
             shapes = {name: tuple(shape) for name, shape in art["observable_shapes"]}
             functions = {name: cache.rebuild(f) for name, f in art["functions"].items()}
             if {"observe", "loss", "grad"} - set(functions) and self.symbolic:
                 raise KeyError("loss")
+            self._generated = dict(art["functions"])
             return shapes, functions
         except (cache.Uncacheable, TypeError, KeyError, IndexError, ValueError, AttributeError,
                 ImportError, SyntaxError):  # no artifact, or not a valid one
@@ -290,8 +292,9 @@ class ReducedModel:
 
     def _save(self, shapes: dict[str, tuple], functions: dict[str, Callable]) -> None:
         try:
-            generated = {name: cache.generated(f) for name, f in functions.items()}
-        except (cache.Uncacheable, OSError, TypeError):  # source not recoverable
+            generated = {name: self._generated.get(name) or cache.generated(f)
+                         for name, f in functions.items()}
+        except (cache.Uncacheable, OSError, TypeError, SyntaxError):  # source not recoverable
             return
         cache.save(self.key, {"observable_shapes": [[k, list(v)] for k, v in shapes.items()],
                               "functions": generated})

@@ -167,3 +167,15 @@ def test_concurrent_builders_all_succeed_and_leave_only_complete_files(cache_dir
     assert len(names) == 2 and all(n.endswith(".json") for n in names)
     for path in cache_dir.iterdir():
         assert json.loads(path.read_text())["key"] == path.stem
+
+
+def test_a_model_read_back_compiles_its_float_gradient_later_and_caches_it(cache_dir):
+    states = torch.tensor([[0.2, -0.1, 0.4, 0.3]], dtype=torch.float64)
+    hyper = {"L": 20.0, "sigma2": 0.3}
+    lt_model().loss(states, hyper)  # built and cached without the float gradient
+    loaded = lt_model()
+    assert "scalar_grad" not in loaded._functions
+    single = loaded.rhs(hyper)(states)  # the float path: compiled now, added to the file
+    fresh = lt_model()
+    assert fresh._functions["scalar_grad"].__name__ == "call"
+    assert torch.equal(fresh.rhs(hyper)(states), single)
