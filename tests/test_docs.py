@@ -24,8 +24,8 @@ PLACEHOLDER = re.compile(r"\b(EXP|FILE|KEY|ADDR|ADDRESS|N|RUN_ID|SWEEP_ID)\b|\.\
 
 def documented_commands() -> list[tuple[str, str, str | None]]:
     """(doc file, command, expected error or None) for every `icldyn ...` line of an
-    indented code block; continuation lines joined, comments and [optional] brackets
-    dropped; the error is the next line's `icldyn: error: ...` if there is one."""
+    indented code block; continuation lines joined, comments, [--optional] brackets and a
+    trailing `> FILE` dropped; the error is the next line's `icldyn: error: ...` if there is one."""
     out = []
     for path in DOCS:
         lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
@@ -39,7 +39,9 @@ def documented_commands() -> list[tuple[str, str, str | None]]:
                     command = command[:-1].rstrip() + " " + lines[i].strip()
                 command = re.sub(r"\s+#.*$", "", command)
                 command = re.sub(r"\s{2,}\S.*$", "", command)  # a synopsis's description
-                command = command.replace("[", "").replace("]", "")
+                command = re.sub(r"\s+>\s*\S+$", "", command)  # output redirected to a file
+                while re.search(r"\[(-[^\[\]]*)\]", command):  # [--optional] parts
+                    command = re.sub(r"\[(-[^\[\]]*)\]", r"\1", command)
                 nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
                 error = nxt.removeprefix("icldyn: error: ") if nxt.startswith("icldyn: error") else None
                 if not PLACEHOLDER.search(command):

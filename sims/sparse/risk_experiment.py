@@ -161,6 +161,10 @@ def fitted_slope(x: np.ndarray, y: np.ndarray) -> float:
 class SparseRatesExperiment(Experiment):
     name = "sparse-rates"
     schema = RATES_SCHEMA
+    headlines = tuple(
+        Headline(f"{name} slope in n", f"slope_n.{name}", "fitted log-log slope of the excess "
+                 "risk over n >= 2d, one per d in d_list")
+        for name in ("ridge", "gd", "pto", "lasso"))
 
     def _risk_config(self, config: dict, d: int) -> dict:
         keys = ("s", "sigma2", "n_test", "k_steps", "heads", "trials", "tune_trials", "device",
@@ -242,8 +246,8 @@ class SparseRatesExperiment(Experiment):
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("n (in-context examples)")
+            ax.set_ylabel("excess risk E|beta_hat - beta|^2")
             ax.set_title(f"d = {int(d)}, s = {s}, sigma2 = {sigma2:g}", fontsize=9)
-        axes[0][0].set_ylabel("excess risk E|beta_hat - beta|^2")
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{run_id}: tuned estimators, +-2 stderr", fontsize=9)
         return save_run_figure(fig, path, run_id, out)
