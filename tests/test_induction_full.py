@@ -8,9 +8,9 @@ import torch
 
 from reduced_models import induction as theory
 from reduced_models.markov import candidate_sets
+from reduced_models.markov_chains import make_dataset
 from sims.induction.full_network import FullInductionNet, position_law, project_full
 from sims.induction.network import SimplifiedInductionNet, project
-from reduced_models.markov_chains import make_dataset
 from sims.induction.training import Stage, flow_segments, train_schedule
 
 V, M, H, D = 3, 3, 3, 2

@@ -7,8 +7,8 @@ import torch
 from reduced_models import induction as theory
 from reduced_models.base import integrate_flow
 from reduced_models.markov import candidate_sets
-from sims.induction.network import SimplifiedInductionNet, project
 from reduced_models.markov_chains import make_dataset
+from sims.induction.network import SimplifiedInductionNet, project
 
 V, M, H, D = 3, 3, 3, 2
 SETS = candidate_sets(H, D)

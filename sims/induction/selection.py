@@ -15,7 +15,7 @@ from reduced_models import induction as theory
 from reduced_models.markov import best_set
 
 from ..experiment import generator, seeds
-from .experiment import FlowSetup, chi2_information, integrate_named, train_network
+from .experiment import FlowSetup, chi2_information, integrate_named, shape_of, train_network
 from .network import SimplifiedInductionNet, project
 from .training import flow_segments, schedule
 
