@@ -187,7 +187,8 @@ class InductionExperiment(Experiment):
             tr.param_attrs["p"] = {"labels": labels}
             summary[name] = tr.summary()
             summary[name]["stages"] = stage_figures(tr, labels, s_star, summary["chi2_mi"],
-                                                    parts.gains if parts else None, a_opt)
+                                                    parts.gains if parts else None, a_opt,
+                                                    shape.own_offset_index())
         if "sgd" in trajs:
             probe = drift or theory.SgdSelectorDrift(setup.drift_counts, shape=shape,
                                                      variant=variant, lr=selector_lr,
@@ -211,6 +212,11 @@ class InductionExperiment(Experiment):
             trajs, [("sgd", "population"), ("ode", "population"), ("sgd", "ode"),
                     ("sgd", "corrected"), ("full", "sgd"), ("full", "population")])
         return RunResult(trajs, summary, extra)
+
+    def check(self, config: dict) -> list:
+        from .checks import induction_checks  # checks import this module
+
+        return induction_checks(config)
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         return plot_induction(path, run_id, out)
