@@ -56,7 +56,7 @@ class InductionExperiment(Experiment):
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
-        if config["heads"] > config["window"]:
+        if config["heads"] > config["window"] and not config["shifted"]:
             raise UsageError(f"key 'heads': {config['heads']} heads need window >= heads "
                              f"(head h starts on offset h), window is {config['window']}")
         if config["degree"] > config["heads"]:
