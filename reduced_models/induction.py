@@ -66,7 +66,7 @@ class InductionShape:
 
     - vocab d, window M (logits per head), heads H, degree D (largest |S|)
     - empty_set: the selector also has the empty set, whose kernel term is the constant 1
-      (no effect on attention; its C^2 counts in |C|^2, so p starts at 1/(n_sets))
+      (no effect on attention; its C^2 counts in |C|^2, so p starts at 1 / len(sets))
     - shifted: head h (1-indexed) reads offsets h..h+M-1; otherwise every head reads 1..M
     """
 
@@ -102,6 +102,7 @@ class InductionShape:
     def own_offset_index(self) -> np.ndarray:
         """(H,) index k of the logit of head h's own offset h (the authors' w_plus)."""
         return np.array([list(row).index(h) for h, row in enumerate(self.offsets, start=1)])
+
 
 # ----------------------------------------------------------- window patterns
 
