@@ -90,8 +90,10 @@ class InductionShape:
 
     @property
     def span(self) -> int:
-        """Largest offset any head reads: the window of the sufficient statistics."""
-        return int(self.offsets.max())
+        """Largest offset any head reads (the window of the sufficient statistics):
+        heads + window - 1 when shifted, else window (computed without building `offsets`:
+        config checks call it on unchecked sizes)."""
+        return self.heads + self.window - 1 if self.shifted else self.window
 
     def copier_inputs(self) -> torch.Tensor:
         """(H, P, M, vocab) float64: one-hot token at head h's k-th offset of every window
