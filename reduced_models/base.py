@@ -265,7 +265,7 @@ class ReducedModel:
         # compiled from sympy, or loaded from the on-disk cache (reduced_models.cache)
         self.key = None if manifold.key is None else cache.key(
             "reduced model", manifold.key, observables, loss.fn if self.symbolic else None,
-            self.hyper)
+            self.hyper, metric)
         self._obs_shapes, self._functions = self._compiled()
         self._observe = torch_function(self._functions["observe"])
         if self.symbolic:
