@@ -213,11 +213,6 @@ class InductionExperiment(Experiment):
                     ("sgd", "corrected"), ("full", "sgd"), ("full", "population")])
         return RunResult(trajs, summary, extra)
 
-    def check(self, config: dict) -> list:
-        from .checks import induction_checks  # checks import this module
-
-        return induction_checks(config)
-
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
         return plot_induction(path, run_id, out)
 
