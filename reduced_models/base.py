@@ -243,11 +243,21 @@ class ReducedModel:
     - loss: SymbolicLoss or TorchLoss, a function of the observables
     - hyper: names of continuous hyper-parameters passed at run time (floats or
       (B,) tensors, so a grid of hyper-parameters integrates as one batch)
+    - metric: "lift" (default) G = J^T J of the lift, the flow SGD on the network follows;
+      "unit" G = I, d theta/dt = -grad_theta Loss in the reduced coordinates themselves
     """
 
+    METRICS = ("lift", "unit")
+
     def __init__(self, manifold: Manifold, observables: Callable[[dict], dict],
-                 loss: SymbolicLoss | TorchLoss, hyper: tuple[str, ...] = ()):
+                 loss: SymbolicLoss | TorchLoss, hyper: tuple[str, ...] = (),
+                 metric: str = "lift"):
+        if metric not in self.METRICS:
+            raise ValueError(f"metric must be one of {self.METRICS}, got {metric!r}")
         self.manifold = manifold
+        self.metric = metric
+        self.metric_inverse = (manifold.metric_inverse if metric == "lift"
+                               else np.eye(manifold.dim))
         self.loss_spec = loss
         self.hyper = tuple(hyper)
         self.symbolic = isinstance(loss, SymbolicLoss)
@@ -255,13 +265,13 @@ class ReducedModel:
         # compiled from sympy, or loaded from the on-disk cache (reduced_models.cache)
         self.key = None if manifold.key is None else cache.key(
             "reduced model", manifold.key, observables, loss.fn if self.symbolic else None,
-            self.hyper)
+            self.hyper, metric)
         self._obs_shapes, self._functions = self._compiled()
         self._observe = torch_function(self._functions["observe"])
         if self.symbolic:
             self._loss = torch_function(self._functions["loss"])
             self._grad = torch_function(self._functions["grad"])
-            self._metric_rows = manifold.metric_inverse.tolist()
+            self._metric_rows = self.metric_inverse.tolist()
         self._scalar_usable = self.symbolic
 
     def _compiled(self) -> tuple[dict[str, tuple], dict[str, Callable]]:
@@ -417,7 +427,7 @@ class ReducedModel:
             key = (state.dtype, state.device)
             if key not in cache:
                 cache[key] = torch.as_tensor(
-                    self.manifold.metric_inverse, dtype=state.dtype, device=state.device
+                    self.metric_inverse, dtype=state.dtype, device=state.device
                 )
             return -self.gradient(state, hyper) @ cache[key]
 

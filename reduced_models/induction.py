@@ -23,9 +23,13 @@ Two flows on this manifold (docs/induction.md):
 - ode: the symbolic three-stage model Loss = Lambda(a m(w, p)) with
   m = sum_S p_S D_S(w) / D_*, Lambda the limiting generalised induction
   head's loss as a function of its logit, D_S(w) the first-order gain of
-  set S (sympy in w), D_* = -Lambda'(0). It equals the population loss to
+  set S with soft copiers (a sympy function of w with a closed-form torch
+  implementation), D_* = -Lambda'(0). It equals the population loss to
   first order in a everywhere, and exactly when p sits on S* with sharp
   copiers (m = 1), where a follows the one-dimensional flow on Lambda.
+Architecture options (`InductionShape`): the authors' empty-set selector
+term (a constant kernel term whose amplitude enters |C|) and shifted
+offsets (head h reads offsets h..h+M-1 instead of 1..M).
 Losses: "ce" the true cross-entropy -log y_hat[x_(L+1)], with sequences
 whose target never occurs in the context left out (their loss is an
 infinite constant, independent of every parameter); "logsoftmax" the
@@ -34,7 +38,6 @@ authors' variant -log softmax(y_hat)[x_(L+1)] over all sequences.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +57,54 @@ from .markov import (
 
 LOSSES = ("ce", "logsoftmax")
 FLOOR = 1e-200  # |C_S| below which a losing set stops decaying in `integrate_log_selector`
+
+
+@dataclass(frozen=True, kw_only=True)
+class InductionShape:
+    """Shapes and architecture options of the simplified network (keywords only, so that
+    vocab, window, heads and degree cannot be swapped).
+
+    - vocab d, window M (logits per head), heads H, degree D (largest |S|)
+    - empty_set: the selector also has the empty set, whose kernel term is the constant 1
+      (no effect on attention; its C^2 counts in |C|^2, so p starts at 1 / len(sets))
+    - shifted: head h (1-indexed) reads offsets h..h+M-1; otherwise every head reads 1..M
+    """
+
+    vocab: int
+    window: int
+    heads: int
+    degree: int
+    empty_set: bool = False
+    shifted: bool = False
+
+    @property
+    def sets(self) -> list[tuple[int, ...]]:
+        """Candidate sets of heads, the empty set first when `empty_set`."""
+        return ([()] if self.empty_set else []) + candidate_sets(self.heads, self.degree)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(H, M) int 1-indexed offset of head h's k-th logit."""
+        first = np.arange(self.heads)[:, None] if self.shifted else np.zeros((self.heads, 1), int)
+        return first + np.arange(1, self.window + 1)[None, :]
+
+    @property
+    def span(self) -> int:
+        """Largest offset any head reads (the window of the sufficient statistics):
+        heads + window - 1 when shifted, else window (computed without building `offsets`:
+        config checks call it on unchecked sizes)."""
+        return self.heads + self.window - 1 if self.shifted else self.window
+
+    def copier_inputs(self) -> torch.Tensor:
+        """(H, P, M, vocab) float64: one-hot token at head h's k-th offset of every window
+        pattern over `span` offsets (zero before x_1)."""
+        one_hot = pattern_one_hot(self.span, self.vocab)
+        return torch.stack([one_hot[:, row - 1] for row in torch.as_tensor(self.offsets)])
+
+    def own_offset_index(self) -> np.ndarray:
+        """(H,) index k of the logit of head h's own offset h (the authors' w_plus)."""
+        return np.array([list(row).index(h) for h, row in enumerate(self.offsets, start=1)])
+
 
 # ----------------------------------------------------------- window patterns
 
@@ -167,22 +218,22 @@ def prediction_loss(y_hat: torch.Tensor, target: torch.Tensor, target_seen: torc
 # ----------------------------------------------- the simplified network's function
 
 
-def copier_features(w: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+def copier_features(w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """Normalised copier outputs u_h(y) = v_h(y) / |v_h(y)| of every window pattern.
 
-    w: (..., H, M) logits; one_hot: (P, M, vocab) from `pattern_one_hot`.
-    v_h(y) = sum_k softmax_k(w_h) onehot(y_k); u = 0 where v = 0 (no token in
-    the window). Returns (..., H, P, vocab).
+    w: (..., H, M) logits; inputs: (H, P, M, vocab) from `InductionShape.copier_inputs`.
+    v_h(y) = sum_k softmax_k(w_h) onehot(y at head h's k-th offset); u = 0 where v = 0
+    (no token in the window). Returns (..., H, P, vocab).
     """
-    v = torch.einsum("...hk,pke->...hpe", torch.softmax(w, -1), one_hot)
+    v = torch.einsum("...hk,hpke->...hpe", torch.softmax(w, -1), inputs)
     norm2 = (v**2).sum(-1, keepdim=True)
     nonzero = norm2 > 0
     return torch.where(nonzero, v * torch.where(nonzero, norm2, 1.0).rsqrt(), 0.0)
 
 
-def head_similarity(w: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+def head_similarity(w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """(..., H, P, P) <u_h(z), u_h(y)> between all pairs of window patterns."""
-    u = copier_features(w, one_hot)
+    u = copier_features(w, inputs)
     return torch.einsum("...hpe,...hqe->...hpq", u, u)
 
 
@@ -190,33 +241,34 @@ def selector_kernel(similarity: torch.Tensor, p: torch.Tensor,
                     sets: list[tuple[int, ...]]) -> torch.Tensor:
     """Feature kernel k(z, y) = sum_S p_S prod_(h in S) similarity_h(z, y).
 
-    similarity: (..., H, P, P); p: (..., n_sets); sets of 1-indexed heads.
-    Returns (..., P, P).
+    similarity: (..., H, P, P); p: (..., n_sets); sets of 1-indexed heads (the empty
+    set's product is 1). Returns (..., P, P).
     """
     terms = []
     for i, heads in enumerate(sets):
-        product = similarity[..., heads[0] - 1, :, :]
-        for h in heads[1:]:
+        product = torch.ones_like(similarity[..., 0, :, :])
+        for h in heads:
             product = product * similarity[..., h - 1, :, :]
         terms.append(p[..., i, None, None] * product)
     return torch.stack(terms, 0).sum(0)
 
 
-def logit_table(w: torch.Tensor, p: torch.Tensor, a: torch.Tensor, one_hot: torch.Tensor,
+def logit_table(w: torch.Tensor, p: torch.Tensor, a: torch.Tensor, inputs: torch.Tensor,
                 sets: list[tuple[int, ...]]) -> torch.Tensor:
     """(B, P, P) classifier logits a k(z, y) from w (B, H, M), p (B, n_sets), a (B,)."""
-    return a[:, None, None] * selector_kernel(head_similarity(w, one_hot), p, sets)
+    return a[:, None, None] * selector_kernel(head_similarity(w, inputs), p, sets)
 
 
 # ------------------------------------------------------------- manifold
 
-def manifold(heads: int, window: int, n_sets: int) -> Manifold:
+def manifold(*, shape: InductionShape) -> Manifold:
     """Identity lift of (w, C, a) onto the simplified network's weights (G = I).
 
     a is stored as a (1,) block (the network's weight `a` has shape (1,)).
     """
-    blocks = [Param("w", (heads, window), "copier logits per head and offset"),
-              Param("C", (n_sets,), "selector amplitude per candidate set, c_S = C_S^2"),
+    blocks = [Param("w", (shape.heads, shape.window), "copier logits per head and offset"),
+              Param("C", (len(shape.sets),), "selector amplitude per candidate set, "
+                    "c_S = C_S^2"),
               Param("a", (1,), "classifier logit scale")]
     return Manifold(blocks, lambda s: {"w": s["w"], "C": s["C"], "a": s["a"]})
 
@@ -227,20 +279,19 @@ def observables(s: dict) -> dict:
     return {"w": s["w"], "p": squares / sum(squares), "a": np.asarray(s["a"][0], dtype=object)}
 
 
-def population_model(counts: WindowCounts, heads: int, window: int, vocab: int, degree: int,
+def population_model(counts: WindowCounts, *, shape: InductionShape,
                      variant: str = "ce") -> ReducedModel:
-    """Gradient flow of the simplified network's loss on the fixed sample `counts`."""
-    sets = candidate_sets(heads, degree)
-    one_hot = pattern_one_hot(window, vocab)
+    """Gradient flow of the simplified network's loss on the fixed sample `counts` (window
+    counts over `shape.span` offsets)."""
+    sets, inputs = shape.sets, shape.copier_inputs()
 
     def loss(obs, hyper):
-        table = logit_table(obs["w"], obs["p"], obs["a"], one_hot, sets)
+        table = logit_table(obs["w"], obs["p"], obs["a"], inputs, sets)
         return counts.loss(counts.predict(table), variant)
 
     description = (f"population {variant} loss of the simplified network, Monte Carlo over "
                    f"{len(counts)} chains and sequences (L={counts.length})")
-    return ReducedModel(manifold(heads, window, len(sets)), observables,
-                        TorchLoss(loss, description))
+    return ReducedModel(manifold(shape=shape), observables, TorchLoss(loss, description))
 
 
 # ------------------------------------------------ the symbolic three-stage model
@@ -258,49 +309,65 @@ def first_order_gains_table(counts: WindowCounts, variant: str) -> torch.Tensor:
     return -grad[0]
 
 
-def exact_first_order_gains(omega: torch.Tensor, w: torch.Tensor, one_hot: torch.Tensor,
+def exact_first_order_gains(omega: torch.Tensor, w: torch.Tensor, inputs: torch.Tensor,
                             sets: list[tuple[int, ...]]) -> torch.Tensor:
-    """(n_sets,) D_S(w) = sum_(z,y) Omega[z, y] prod_(h in S) <u_h(z), u_h(y)> for w (H, M):
-    dLoss/da at a = 0 is -sum_S p_S D_S(w)."""
-    similarity = head_similarity(w, one_hot)
+    """(..., n_sets) D_S(w) = sum_(z,y) Omega[z, y] prod_(h in S) <u_h(z), u_h(y)> for
+    w (..., H, M): dLoss/da at a = 0 is -sum_S p_S D_S(w)."""
+    similarity = head_similarity(w, inputs)
     eye = torch.eye(len(sets), dtype=torch.float64)
-    return (selector_kernel(similarity, eye, sets) * omega).sum((-1, -2))
+    return (selector_kernel(similarity[..., None, :, :, :], eye, sets) * omega).sum((-1, -2))
 
 
-def sharp_gain(omega: torch.Tensor, offsets: tuple[int, ...], window: int, vocab: int,
-               sharpness: float = 40.0) -> float:
-    """G(T): the first-order gain D of |T| sharp copiers, one on each offset of T (logit
-    `sharpness` there, 0 elsewhere), combined as one set. For "ce" it tends to the
-    modified chi-square MI I(T) as L grows. (At positions whose copied offset lies
-    before x_1 the normalised copier output is that of the other offsets: the network's
+def sharp_gain(omega: torch.Tensor, offsets: tuple[int, ...], span: int, vocab: int) -> float:
+    """G(T): the first-order gain D of |T| sharp copiers, one on each offset of T (a
+    one-logit head reading only that offset), combined as one set. For "ce" it tends to
+    the modified chi-square MI I(T) as L grows. (At positions whose copied offset lies
+    before x_1 the copier output is 0, so such keys get no kernel weight: the network's
     limit, which differs from the limiting model there by O(M / L).)"""
-    w = torch.zeros((len(offsets), window), dtype=torch.float64)
-    w[torch.arange(len(offsets)), torch.tensor(offsets) - 1] = sharpness
-    heads = tuple(range(1, len(offsets) + 1))
-    return float(exact_first_order_gains(omega, w, pattern_one_hot(window, vocab), [heads])[0])
+    one_hot = pattern_one_hot(span, vocab)
+    inputs = torch.stack([one_hot[:, [k - 1]] for k in offsets])           # (|T|, P, 1, V)
+    w = torch.zeros((len(offsets), 1), dtype=torch.float64)
+    return float(exact_first_order_gains(omega, w, inputs,
+                                         [tuple(range(1, len(offsets) + 1))])[0])
 
 
-def mixture_gain_exprs(w: np.ndarray, sets: list[tuple[int, ...]], gains: dict) -> list[sp.Expr]:
-    """D_S(w) ~= sum over offset choices k (one per head of S) of prod_h s_(h, k_h) G({k_h}).
+def soft_gain_function(name: str, omega: torch.Tensor, inputs: torch.Tensor) -> type:
+    """D_S(w) of one set S of r heads as a sympy Function of their r M copier logits.
 
-    w: (H, M) object array of symbols, s_h = softmax(w_h); gains: {offset set: G}.
-    Exact when every head of S is a sharp copier; heads sharing an offset
-    count it once.
+    inputs: (r, P, M, vocab), the heads' rows of `InductionShape.copier_inputs`.
+    D_S(w) = sum_(z,y) Omega[z, y] prod_(h in S) <u_h(z), u_h(y)>: the soft copiers' own
+    first-order gain (dLoss/da at a = 0 is -sum_S p_S D_S), in closed form in w (softmax,
+    inner products and norms over the window patterns), evaluated in torch. Its partial
+    derivatives are sympy Functions too (all r M of them from one autograd pass, reused
+    while the arguments are the same objects: one evaluation of a compiled gradient).
     """
-    sigmas = []
-    for row in w:
-        exps = [sp.exp(x) for x in row]
-        total = sp.Add(*exps)
-        sigmas.append([e / total for e in exps])
-    window = w.shape[1]
-    exprs = []
-    for heads in sets:
-        terms = []
-        for choice in itertools.product(range(1, window + 1), repeat=len(heads)):
-            weight = sp.Mul(*[sigmas[h - 1][k - 1] for h, k in zip(heads, choice)])
-            terms.append(weight * sp.Float(gains[tuple(sorted(set(choice)))], 17))
-        exprs.append(sp.Add(*terms))
-    return exprs
+    r, window = inputs.shape[0], inputs.shape[2]
+    heads = [tuple(range(1, r + 1))]
+
+    def as_w(args) -> torch.Tensor:
+        values = torch.broadcast_tensors(*[torch.as_tensor(x, dtype=torch.float64)
+                                           for x in args])
+        return torch.stack(values, -1).reshape(*values[0].shape, r, window)
+
+    def value(*args):
+        return exact_first_order_gains(omega, as_w(args), inputs, heads)[..., 0]
+
+    last = {"args": (), "grad": None}
+
+    def grad(args) -> torch.Tensor:
+        if len(args) != len(last["args"]) or any(x is not y for x, y in zip(args, last["args"])):
+            with torch.enable_grad():
+                w = as_w(args).detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(
+                    exact_first_order_gains(omega, w, inputs, heads).sum(), w)
+            last["args"], last["grad"] = args, g.reshape(*g.shape[:-2], r * window)
+        return last["grad"]
+
+    slopes = [_implemented(f"{name}Slope{k}", lambda *args, k=k: grad(args)[..., k], r * window)
+              for k in range(r * window)]
+    gain = _implemented(name, value, r * window)
+    gain.fdiff = lambda self, argindex=1: slopes[argindex - 1](*self.args)
+    return gain
 
 
 def limit_loss_function(tokens: torch.Tensor, offsets: tuple[int, ...], vocab: int,
@@ -348,13 +415,14 @@ def limit_loss_function(tokens: torch.Tensor, offsets: tuple[int, ...], vocab: i
     return limit
 
 
-def _implemented(name: str, torch_fn) -> type:
-    """A one-argument sympy Function that lambdify's torch printer calls by name,
+def _implemented(name: str, torch_fn, nargs: int = 1) -> type:
+    """A sympy Function of nargs arguments that lambdify's torch printer calls by name,
     with torch_fn as its implementation."""
     return type(name, (sp.Function,), {
-        "nargs": 1,
+        "nargs": nargs,
         "_imp_": staticmethod(torch_fn),
-        "_torchcode": lambda self, printer: f"{name}({printer._print(self.args[0])})",
+        "_torchcode": lambda self, printer: (
+            f"{name}({', '.join(printer._print(x) for x in self.args)})"),
     })
 
 
@@ -362,42 +430,48 @@ def _implemented(name: str, torch_fn) -> type:
 class ThreeStageParts:
     """Ingredients of the symbolic model, kept for reports and tests.
 
-    - gains: {offset set T (tuple): G(T)}, over candidate_sets(M, D)
+    - gains: {offset set T (tuple): G(T)}, over the sets of offsets 1..span with |T| <= D
     - limit_loss: the sympy Function Lambda (limiting model with S*)
     - d_star: D_* = -Lambda'(0) (= G(S*) up to O(M / L))
+    - omega: (P, P) the first-order table Omega of the sample
     """
 
     gains: dict
     limit_loss: type
     d_star: float
+    omega: torch.Tensor
 
 
-def three_stage_model(tokens: torch.Tensor, heads: int, window: int, vocab: int, degree: int,
-                      s_star: tuple[int, ...], variant: str = "ce"
-                      ) -> tuple[ReducedModel, ThreeStageParts]:
+def three_stage_model(tokens: torch.Tensor, *, shape: InductionShape, s_star: tuple[int, ...],
+                      variant: str = "ce") -> tuple[ReducedModel, ThreeStageParts]:
     """The symbolic model Loss = Lambda(a m(w, p)), m = sum_S p_S D_S(w) / D_*, D_* = -Lambda'(0).
 
-    D_S(w) from `mixture_gain_exprs`, G and Lambda averaged over tokens
-    (n, L + 1) (use the population flow's sample: common random numbers).
-    s_star: the offsets the limiting model uses (heads are named by offset).
+    D_S(w) from `soft_gain_function` (the empty set's gain is 0: a constant kernel term
+    moves no attention), Omega and Lambda averaged over tokens (n, L + 1) (use the
+    population flow's sample: common random numbers). s_star: the offsets the limiting
+    model uses (heads are named by the offset they start on).
     """
-    sets = candidate_sets(heads, degree)
-    omega = first_order_gains_table(WindowCounts.from_tokens(tokens, window, vocab), variant)
-    gains = {t: sharp_gain(omega, t, window, vocab) for t in candidate_sets(window, degree)}
+    span, vocab = shape.span, shape.vocab
+    omega = first_order_gains_table(WindowCounts.from_tokens(tokens, span, vocab), variant)
+    gains = {t: sharp_gain(omega, t, span, vocab) for t in candidate_sets(span, shape.degree)}
     limit = limit_loss_function(tokens, s_star, vocab, variant)
     d_star = -float(limit.slope(torch.tensor(0.0, dtype=torch.float64)))
+    inputs = shape.copier_inputs()
+    functions = {heads: soft_gain_function(f"SoftGain_{'_'.join(map(str, heads))}", omega,
+                                           inputs[[h - 1 for h in heads]])
+                 for heads in shape.sets if heads}
 
     def build(obs, hyper):
-        set_gains = mixture_gain_exprs(obs["w"], sets, gains)
-        alignment = sp.Add(*[p * g for p, g in zip(obs["p"], set_gains)]) / sp.Float(d_star, 17)
-        return limit(obs["a"][()] * alignment)
+        w = obs["w"]
+        terms = [p * functions[heads](*w[[h - 1 for h in heads]].ravel())
+                 for p, heads in zip(obs["p"], shape.sets) if heads]
+        return limit(obs["a"][()] * sp.Add(*terms) / sp.Float(d_star, 17))
 
     description = (f"symbolic three-stage model Lambda(a m(w, p)) ({variant}; S* = "
-                   f"{{{','.join(map(str, s_star))}}}), gains and Lambda averaged over "
-                   f"{len(tokens)} sequences (L={tokens.shape[1] - 1})")
-    model = ReducedModel(manifold(heads, window, len(sets)), observables,
-                         SymbolicLoss(build, description))
-    return model, ThreeStageParts(gains=gains, limit_loss=limit, d_star=d_star)
+                   f"{{{','.join(map(str, s_star))}}}), soft-copier gains and Lambda averaged "
+                   f"over {len(tokens)} sequences (L={tokens.shape[1] - 1})")
+    model = ReducedModel(manifold(shape=shape), observables, SymbolicLoss(build, description))
+    return model, ThreeStageParts(gains=gains, limit_loss=limit, d_star=d_star, omega=omega)
 
 
 # ------------------------------------------------------------- SGD's growth of |C|
@@ -421,12 +495,12 @@ class SgdSelectorDrift:
     rho = d ln|C|/dt is the sum of both. Moments over `counts` (the population sample).
     """
 
-    def __init__(self, counts: WindowCounts, heads: int, window: int, vocab: int, degree: int,
-                 variant: str, lr: float, batch: int, stiffness: float = 20.0):
+    def __init__(self, counts: WindowCounts, *, shape: InductionShape, variant: str, lr: float,
+                 batch: int, stiffness: float = 20.0):
         self.counts, self.variant, self.lr, self.stiffness = counts, variant, lr, stiffness
-        self.sets = candidate_sets(heads, degree)
-        self.manifold = manifold(heads, window, len(self.sets))
-        self.one_hot = pattern_one_hot(window, vocab)
+        self.sets = shape.sets
+        self.manifold = manifold(shape=shape)
+        self.inputs = shape.copier_inputs()
         self.used = counts.target_seen if variant == "ce" else torch.ones_like(counts.target_seen)
         self.batch = batch * float(self.used.double().mean())
 
@@ -438,7 +512,7 @@ class SgdSelectorDrift:
         norm2 = (C**2).sum(-1, keepdim=True)
         p = C**2 / norm2
         eye = torch.eye(len(self.sets), dtype=torch.float64)
-        products = selector_kernel(head_similarity(w, self.one_hot)[:, None], eye, self.sets)
+        products = selector_kernel(head_similarity(w, self.inputs)[:, None], eye, self.sets)
         table = a[:, :, None] * (p[:, :, None, None] * products).sum(1)   # (B, P, P)
         counts = self.counts
         with torch.enable_grad():
@@ -540,27 +614,31 @@ def integrate_log_selector(model: ReducedModel, state0: torch.Tensor, t, observe
 # ------------------------------------------------------------- starts
 
 
-def standard_start(heads: int, window: int, n_sets: int, w_plus: float, w_minus: float,
-                   c_init: float, a_init: float) -> dict[str, np.ndarray]:
+def standard_start(*, shape: InductionShape, w_plus: float, w_minus: float, c_init: float,
+                   a_init: float) -> dict[str, np.ndarray]:
     """The authors' start: w = w_plus on each head's own offset (head h, offset h),
-    w_minus elsewhere; C_S = c_init for every set; a = a_init."""
-    w = np.full((heads, window), w_minus)
-    w[np.arange(heads), np.arange(heads)] = w_plus
-    return {"w": w, "C": np.full(n_sets, c_init), "a": np.array([a_init])}
+    w_minus elsewhere; C_S = c_init for every set (the empty set too); a = a_init."""
+    w = np.full((shape.heads, shape.window), w_minus)
+    w[np.arange(shape.heads), shape.own_offset_index()] = w_plus
+    return {"w": w, "C": np.full(len(shape.sets), c_init), "a": np.array([a_init])}
 
 
 def conformance_cases():
     """(id, model, hyper, start state (P,)) for the conformance suite."""
-    from sims.induction.task import make_dataset
+    from .markov_chains import make_dataset
 
     data = make_dataset(60, 3, (1, 2), 0.3, 24, torch.Generator().manual_seed(2))
-    heads, window, degree = 2, 2, 2
-    man = manifold(heads, window, 3)
-    start = man.pack(standard_start(heads, window, 3, 1.0, 0.2, 0.5, 0.8))
-    start = start + 0.05 * torch.arange(start.shape[0], dtype=torch.float64)
-    for variant in LOSSES:
-        counts = WindowCounts.from_tokens(data.tokens, window, 3)
-        yield (f"induction-population-{variant}",
-               population_model(counts, heads, window, 3, degree, variant), {}, start)
-        model, _ = three_stage_model(data.tokens, heads, window, 3, degree, (1, 2), variant)
-        yield f"induction-three-stage-{variant}", model, {}, start
+    for tag, shape in [("", InductionShape(vocab=3, window=2, heads=2, degree=2)),
+                       ("-authors", InductionShape(vocab=3, window=2, heads=2, degree=2,
+                                                   empty_set=True, shifted=True))]:
+        man = manifold(shape=shape)
+        start = man.pack(standard_start(shape=shape, w_plus=1.0, w_minus=0.2, c_init=0.5,
+                                        a_init=0.8))
+        start = start + 0.05 * torch.arange(start.shape[0], dtype=torch.float64)
+        counts = WindowCounts.from_tokens(data.tokens, shape.span, 3)
+        for variant in LOSSES:
+            yield (f"induction-population-{variant}{tag}",
+                   population_model(counts, shape=shape, variant=variant), {}, start)
+            model, _ = three_stage_model(data.tokens, shape=shape, s_star=(1, 2),
+                                         variant=variant)
+            yield f"induction-three-stage-{variant}{tag}", model, {}, start

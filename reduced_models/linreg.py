@@ -119,13 +119,16 @@ def large_L_loss(d: int) -> SymbolicLoss:
 
 
 @functools.lru_cache(maxsize=32)
-def symbolic_model(d: int, heads: int, param: str = "merged") -> ReducedModel:
+def symbolic_model(d: int, heads: int, param: str = "merged",
+                   metric: str = "lift") -> ReducedModel:
     """Gradient flow of Lt; hyper-parameters L and sigma2 (floats or (B,) tensors).
 
-    Built once per (d, heads, param) in a process (symbolic differentiation and
+    metric "lift": G = J^T J (merged: diag(d, 1) per head, KQ_h = omega_h I_d; the flow SGD
+    follows); "unit": G = I, d theta/dt = -grad Lt in the state itself (the paper's ODE).
+    Built once per (d, heads, param, metric) in a process (symbolic differentiation and
     compilation take ~0.1 s; the model holds no run state)."""
     return ReducedModel(manifold(d, heads, param), observables(d, param), large_L_loss(d),
-                        hyper=("L", "sigma2"))
+                        hyper=("L", "sigma2"), metric=metric)
 
 
 def reduced_weights(omega: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
@@ -208,14 +211,26 @@ class CovariateSample:
 
     x: (n, L, d), xq: (n, d), float64, x ~ N(0, I_d), or N(0, Sigma) when a (d, d)
     covariance is given (beta stays N(0, I_d / d)).
+
+    antithetic: the draws come in pairs (x, x_q), (x, -x_q) (n rounded up to even; the
+    first n/2 draws, then their mirrors). Flipping x_q maps the loss at (omega, mu) to the
+    loss at (-omega, -mu), so the sample's loss keeps the population loss's symmetry
+    L(omega, mu) = L(-omega, -mu) exactly, and with it the +- head symmetry of a
+    symmetric start (an i.i.d. sample breaks it by O(n^-1/2)).
     """
 
     def __init__(self, n: int, L: int, d: int, generator: torch.Generator,
-                 covariance: torch.Tensor | None = None):
+                 covariance: torch.Tensor | None = None, antithetic: bool = False):
         device = generator.device
-        self.x = torch.randn((n, L, d), generator=generator, dtype=torch.float64, device=device)
-        self.xq = torch.randn((n, d), generator=generator, dtype=torch.float64, device=device)
-        self.isotropic = covariance is None
+        draws = (n + 1) // 2 if antithetic else n
+        self.x = torch.randn((draws, L, d), generator=generator, dtype=torch.float64,
+                             device=device)
+        self.xq = torch.randn((draws, d), generator=generator, dtype=torch.float64,
+                              device=device)
+        if antithetic:
+            self.x, self.xq = torch.cat([self.x, self.x]), torch.cat([self.xq, -self.xq])
+        n = self.x.shape[0]
+        self.isotropic, self.antithetic = covariance is None, antithetic
         if covariance is not None:
             chol = torch.linalg.cholesky(covariance.to(torch.float64).to(device))
             self.x, self.xq = self.x @ chol.T, self.xq @ chol.T
@@ -313,15 +328,17 @@ def population_loss(sample: CovariateSample) -> TorchLoss:
     return TorchLoss(
         lambda obs, hyper: sample.loss(obs["omega"], obs["mu"], hyper["sigma2"]),
         f"population MSE of the reduced predictor, Monte Carlo over {sample.x.shape[0]} "
-        "covariate draws (beta, noise and the covariates orthogonal to x_q integrated exactly)",
+        f"covariate draws{' in antithetic pairs' if sample.antithetic else ''} (beta, noise "
+        "and the covariates orthogonal to x_q integrated exactly)",
         gradient=gradient,
     )
 
 
 def population_model(d: int, heads: int, L: int, samples: int, generator: torch.Generator,
                      param: str = "merged") -> ReducedModel:
-    """Gradient flow of the Monte-Carlo population loss; hyper-parameter sigma2."""
-    sample = CovariateSample(samples, L, d, generator)
+    """Gradient flow of the Monte-Carlo population loss over `samples` draws in antithetic
+    pairs (`CovariateSample`); hyper-parameter sigma2."""
+    sample = CovariateSample(samples, L, d, generator, antithetic=True)
     return ReducedModel(manifold(d, heads, param), observables(d, param),
                         population_loss(sample), hyper=("sigma2",))
 
@@ -365,8 +382,8 @@ def matrix_population_model(d: int, heads: int, L: int, samples: int,
                             covariance: torch.Tensor | None = None) -> ReducedModel:
     """Gradient flow of the Monte-Carlo population loss with KQ_xx,h = omega_h Gamma_h
     learned as a whole symmetric matrix per head (`matrix_manifold`); covariates
-    N(0, covariance). Hyper-parameter sigma2."""
-    sample = CovariateSample(samples, L, d, generator, covariance)
+    N(0, covariance), in antithetic pairs. Hyper-parameter sigma2."""
+    sample = CovariateSample(samples, L, d, generator, covariance, antithetic=True)
     loss = TorchLoss(
         lambda obs, hyper: sample.matrix_loss(obs["kq"], obs["mu"], hyper["sigma2"]),
         f"population MSE with a symmetric KQ_xx per head, Monte Carlo over {samples} "

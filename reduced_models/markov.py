@@ -8,7 +8,7 @@ Dynamics and Feature Learning in Transformers" (NeurIPS 2024, arXiv
 - the limiting model is a generalised induction head: a softmax over the
   context positions with logit a where the S*-history matches the query's.
 
-Conventions follow `sims.induction.task`: kernels (vocab**len(parents),
+Conventions follow `reduced_models.markov_chains`: kernels (vocab**len(parents),
 vocab) float64, parents a sorted tuple of positive offsets. A law of r
 consecutive tokens is a tensor of shape (vocab,)*r whose axis j is the
 token at position j of the window, oldest first: the axis of offset s
@@ -24,7 +24,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.sparse.csgraph import connected_components
 
-from sims.induction.task import history_index, sample_kernels
+from .markov_chains import history_index, sample_kernels
 
 # ---------------------------------------------------------------- stationary law
 
@@ -165,14 +165,17 @@ def candidate_sets(window: int, degree: int) -> list[tuple[int, ...]]:
     return [s for size in range(1, degree + 1) for s in itertools.combinations(offsets, size)]
 
 
+EMPTY_LABEL = "{}"  # label of the empty set (the authors' constant selector term)
+
+
 def set_label(offsets: tuple[int, ...]) -> str:
-    """Label of a candidate set, e.g. (1, 2) -> "1,2"."""
-    return ",".join(str(s) for s in offsets)
+    """Label of a candidate set, e.g. (1, 2) -> "1,2"; the empty set -> "{}"."""
+    return ",".join(str(s) for s in offsets) if offsets else EMPTY_LABEL
 
 
 def parse_label(label: str) -> tuple[int, ...]:
     """Inverse of `set_label`."""
-    return tuple(int(s) for s in label.split(","))
+    return () if label == EMPTY_LABEL else tuple(int(s) for s in label.split(","))
 
 
 def next_token_joint(kernel: torch.Tensor, parents: tuple[int, ...], window: int) -> torch.Tensor:

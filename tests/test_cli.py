@@ -117,5 +117,10 @@ def test_list_and_run_help_show_the_experiments_keys_with_defaults_and_choices(c
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "config keys (--set KEY=VALUE)" in out
     assert "tasks" in out and "default" in out
+def test_list_one_experiment_shows_its_keys(capsys):
+    code, stdout, _ = run_cli(capsys, "list", "induction", "--json")
+    payload = json.loads(stdout)
+    assert code == 0 and list(payload) == ["induction"]
+    assert {"empty_set", "shifted", "full_batch"} <= set(payload["induction"]["keys"])
     code, _, err = run_cli(capsys, "list", "nosuch")
     assert code == 2 and "unknown experiment 'nosuch'" in err

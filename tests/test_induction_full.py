@@ -8,18 +8,20 @@ import torch
 
 from reduced_models import induction as theory
 from reduced_models.markov import candidate_sets
+from reduced_models.markov_chains import make_dataset
 from sims.induction.full_network import FullInductionNet, position_law, project_full
 from sims.induction.network import SimplifiedInductionNet, project
-from sims.induction.task import make_dataset
 from sims.induction.training import Stage, flow_segments, train_schedule
 
 V, M, H, D = 3, 3, 3, 2
 SETS = candidate_sets(H, D)
-MAN = theory.manifold(H, M, len(SETS))
+SHAPE = theory.InductionShape(vocab=V, window=M, heads=H, degree=D)
+MAN = theory.manifold(shape=SHAPE)
 
 
 def start(w_plus=3.0, w_minus=0.1, c=0.01, a=0.01):
-    return theory.standard_start(H, M, len(SETS), w_plus, w_minus, c, a)
+    return theory.standard_start(shape=SHAPE, w_plus=w_plus, w_minus=w_minus, c_init=c,
+                                 a_init=a)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def sample():
 def test_full_network_equals_its_window_count_form():
     gen = torch.Generator().manual_seed(3)
     data = make_dataset(40, V, (1, 2), 0.2, 15, gen)
-    net = FullInductionNet(V, M, H, D)
+    net = FullInductionNet(shape=SHAPE)
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
@@ -49,9 +51,9 @@ def test_projection_at_the_start_is_the_simplified_state(sample):
     assert float(law.sum()) == pytest.approx(1.0, abs=1e-14)
     for point in (start(), start(w_plus=40.0, w_minus=0.0, c=0.3, a=2.0)):
         weights = {k: torch.as_tensor(v) for k, v in point.items()}
-        full = FullInductionNet(V, M, H, D)
+        full = FullInductionNet(shape=SHAPE)
         full.start(weights, 0.0, torch.Generator())
-        simple = SimplifiedInductionNet(V, M, H, D)
+        simple = SimplifiedInductionNet(shape=SHAPE)
         simple.load(weights)
         with torch.no_grad():
             obs, ref = project_full(full, law), project(simple.weights())
@@ -61,7 +63,7 @@ def test_projection_at_the_start_is_the_simplified_state(sample):
     with torch.no_grad():
         table = full.logit_table()
         reference = theory.logit_table(simple.w[None], project(simple.weights())["p"][None],
-                                       simple.a, simple.one_hot, SETS)[0]
+                                       simple.a, simple.inputs, SETS)[0]
     keep = full_windows[:, None] & full_windows[None, :]
     assert torch.allclose(table[keep], reference[keep][:, None].expand(-1, V), atol=1e-10)
 
@@ -74,7 +76,7 @@ def test_sequential_stages_freeze_the_other_blocks(sample):
     weights = {k: torch.as_tensor(v) for k, v in start().items()}
     law = position_law(counts)
     gen = torch.Generator().manual_seed(1)
-    simple, full = SimplifiedInductionNet(V, M, H, D), FullInductionNet(V, M, H, D)
+    simple, full = SimplifiedInductionNet(shape=SHAPE), FullInductionNet(shape=SHAPE)
     simple.load(weights)
     full.start(weights, 0.1, gen)
     readers = {simple: lambda: project(simple.weights()), full: lambda: project_full(full, law)}
@@ -98,7 +100,7 @@ def test_sequential_stages_freeze_the_other_blocks(sample):
         assert np.array_equal(w[ends[2]:], np.repeat(w[ends[2]:ends[2] + 1], len(w) - ends[2], 0))
         moved = {n for n, p0 in before.items() if not torch.equal(p0, net.get_parameter(n))}
         assert moved == set(before)
-    model = theory.population_model(counts, H, M, V, D)
+    model = theory.population_model(counts, shape=SHAPE)
     grids, masks = flow_segments(stages, MAN, 4)
     flow = theory.integrate_log_selector(model, MAN.pack(start()), grids, project, active=masks,
                                          rtol=1e-7, atol=1e-10)
@@ -112,7 +114,7 @@ def test_sgd_step_grows_c_by_exactly_the_squared_step(sample):
     """The loss depends on C only through p: every gradient is orthogonal to C, and a step
     adds lr^2 |grad_C|^2 to |C|^2. The per-sequence gradients average to the population one."""
     counts = theory.WindowCounts.from_tokens(sample.tokens, M, V)
-    net = SimplifiedInductionNet(V, M, H, D)
+    net = SimplifiedInductionNet(shape=SHAPE)
     net.load({k: torch.as_tensor(v) for k, v in start(w_plus=2.0, c=0.02, a=1.5).items()})
     net.loss(counts, "ce").backward()
     grad = net.C.grad.clone()
@@ -124,10 +126,10 @@ def test_sgd_step_grows_c_by_exactly_the_squared_step(sample):
         net.C -= lr * grad
     after = float((net.C.detach() ** 2).sum())
     assert after - before == pytest.approx(lr**2 * float(grad @ grad), rel=1e-12)
-    drift = theory.SgdSelectorDrift(counts, H, M, V, D, "ce", lr, 64)
+    drift = theory.SgdSelectorDrift(counts, shape=SHAPE, variant="ce", lr=lr, batch=64)
     state = MAN.pack(start(w_plus=2.0, c=0.02, a=1.5))[None]
     per_sequence, _ = drift.per_sequence_gradients(state)
-    population = theory.population_model(counts, H, M, V, D).gradient(state, {})
+    population = theory.population_model(counts, shape=SHAPE).gradient(state, {})
     assert torch.allclose(per_sequence.mean(1)[0], population[0, H * M: H * M + len(SETS)],
                           rtol=1e-10, atol=1e-15)
 
@@ -135,7 +137,7 @@ def test_sgd_step_grows_c_by_exactly_the_squared_step(sample):
 def test_selector_speed_scales_as_one_over_c_squared(sample):
     """Scaling C scales d log(p_S*/p_S)/dt by 1/|C|^2 (p, w and a unchanged): exact."""
     counts = theory.WindowCounts.from_tokens(sample.tokens, M, V)
-    rhs = theory.population_model(counts, H, M, V, D).rhs({})
+    rhs = theory.population_model(counts, shape=SHAPE).rhs({})
     c = slice(H * M, H * M + len(SETS))
     rates = []
     for scale in (1.0, 3.0):

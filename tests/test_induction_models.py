@@ -7,11 +7,12 @@ import torch
 from reduced_models import induction as theory
 from reduced_models.base import integrate_flow
 from reduced_models.markov import candidate_sets
+from reduced_models.markov_chains import make_dataset
 from sims.induction.network import SimplifiedInductionNet, project
-from sims.induction.task import make_dataset
 
 V, M, H, D = 3, 3, 3, 2
 SETS = candidate_sets(H, D)
+SHAPE = theory.InductionShape(vocab=V, window=M, heads=H, degree=D)
 
 
 @pytest.fixture(scope="module")
@@ -20,23 +21,24 @@ def sample():
 
 
 def start(w_plus=3.0, w_minus=0.1, c=0.01, a=0.01):
-    man = theory.manifold(H, M, len(SETS))
-    return man.pack(theory.standard_start(H, M, len(SETS), w_plus, w_minus, c, a))
+    man = theory.manifold(shape=SHAPE)
+    return man.pack(theory.standard_start(shape=SHAPE, w_plus=w_plus, w_minus=w_minus,
+                                          c_init=c, a_init=a))
 
 
 def test_network_equals_its_window_count_form_and_the_lift():
     gen = torch.Generator().manual_seed(3)
     data = make_dataset(40, V, (1, 2), 0.2, 15, gen)
-    man = theory.manifold(H, M, len(SETS))
+    man = theory.manifold(shape=SHAPE)
     state = torch.randn(man.dim, generator=gen, dtype=torch.float64)
-    net = SimplifiedInductionNet(V, M, H, D)
+    net = SimplifiedInductionNet(shape=SHAPE)
     net.load(man.lift(state))
     direct = net(data.inputs(torch.float64))
     counts = theory.WindowCounts.from_tokens(data.tokens, M, V)
     assert torch.allclose(direct, net.predict_counts(counts), atol=1e-14)
     assert torch.allclose(direct.sum(-1), torch.ones(40, dtype=torch.float64))
     # the one observable function, on the network and on the reduced model's observables
-    model = theory.population_model(counts, H, M, V, D)
+    model = theory.population_model(counts, shape=SHAPE)
     obs, proj = model.observe(state[None]), project(net.weights())
     for name in ("w", "p", "a"):
         assert torch.allclose(obs[name][0], proj[name], atol=1e-14)
@@ -46,8 +48,8 @@ def test_network_equals_its_window_count_form_and_the_lift():
 def test_population_loss_is_the_network_loss(sample):
     counts = theory.WindowCounts.from_tokens(sample.tokens, M, V)
     state = start(w_plus=2.0, a=1.5)
-    net = SimplifiedInductionNet(V, M, H, D)
-    net.load(theory.manifold(H, M, len(SETS)).lift(state))
+    net = SimplifiedInductionNet(shape=SHAPE)
+    net.load(theory.manifold(shape=SHAPE).lift(state))
     with torch.no_grad():
         y = net(sample.inputs(torch.float64))
     seen = counts.target_seen
@@ -55,16 +57,16 @@ def test_population_loss_is_the_network_loss(sample):
     for variant, reference in [("ce", direct),
                                ("logsoftmax", -torch.log_softmax(y, -1).gather(
                                    1, sample.tokens[:, -1:]).mean())]:
-        model = theory.population_model(counts, H, M, V, D, variant)
+        model = theory.population_model(counts, shape=SHAPE, variant=variant)
         loss = float(model.loss(state[None], {})[0])
         assert loss == pytest.approx(float(reference), rel=1e-12)
 
 
 def test_symbolic_rhs_matches_population_gradient_to_first_order_in_a(sample):
     """Sharp copiers, small a: the gap is O(a) (it shrinks tenfold with a)."""
-    ode, _ = theory.three_stage_model(sample.tokens, H, M, V, D, (1, 2))
+    ode, _ = theory.three_stage_model(sample.tokens, shape=SHAPE, s_star=(1, 2))
     pop = theory.population_model(theory.WindowCounts.from_tokens(sample.tokens, M, V),
-                                  H, M, V, D)
+                                  shape=SHAPE)
     gaps = []
     for a in (1e-3, 1e-2):
         x = start(w_plus=40.0, w_minus=0.0, a=a)[None]
@@ -80,7 +82,7 @@ def test_symbolic_gains_approach_the_chi2_information(sample):
     """Sharp gains G(T) at L = 100 against I(T) of the same chains (finite-L gap a few %)."""
     from reduced_models.markov import chi2_table, set_label
 
-    _, parts = theory.three_stage_model(sample.tokens, H, M, V, D, (1, 2))
+    _, parts = theory.three_stage_model(sample.tokens, shape=SHAPE, s_star=(1, 2))
     table = chi2_table(sample.kernels[:300], (1, 2), M, D)
     for offsets, gain in parts.gains.items():
         mi = table[set_label(offsets)].mean()
@@ -91,7 +93,7 @@ def test_symbolic_gains_approach_the_chi2_information(sample):
 
 def test_log_selector_chart_is_the_same_flow(sample):
     counts = theory.WindowCounts.from_tokens(sample.tokens[:200], M, V)
-    model = theory.population_model(counts, H, M, V, D)
+    model = theory.population_model(counts, shape=SHAPE)
     t = np.linspace(0.0, 0.3, 7)
     plain = integrate_flow(model, start(), t, {}, project, rtol=1e-9, atol=1e-12)[0]
     chart = theory.integrate_log_selector(model, start(), t, project, rtol=1e-9, atol=1e-12)

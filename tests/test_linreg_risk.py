@@ -8,7 +8,9 @@ import pytest
 
 from reduced_models.linreg_theory import (
     debiased_gd_risk,
+    debiased_gd_risk_at_step,
     plain_gd_risk,
+    plain_gd_risk_at_step,
     single_head_large_L_optimum,
 )
 from sims.cli import main
@@ -36,13 +38,20 @@ def network_file(tmp_path_factory):
     return path
 
 
-def _independent(name: str, L: int, points: dict, seed: int) -> tuple[float, float]:
+def _independent(name: str, L: int, points: dict, seed: int, eta: float) -> tuple[float, float]:
     """Risk of an estimator from a different estimator of the same mean and a separate seed:
-    the query integrated out (coefficient predictors) or beta and the noise (softmax)."""
+    the query integrated out (coefficient predictors) or beta and the noise (softmax); the
+    fixed-step GD risks exactly (closed forms, no error)."""
     if name in ("gd", "dgd", "ridge"):
         return mean_and_stderr(coefficient_risk_samples(D, L, S2, 20_000, generator(seed))[name])
-    omega, mu = (single_head_large_L_optimum(D, L, S2) if name == "single_head"
-                 else (points[name]["omega"], points[name]["mu"]))
+    if name == "gd_fixed":
+        return plain_gd_risk_at_step(D, L, S2, eta), 0.0
+    if name == "dgd_fixed":
+        return debiased_gd_risk_at_step(D, L, S2, eta), 0.0
+    if name in ("single_head", "single_head_fixed"):
+        omega, mu = single_head_large_L_optimum(D, L if name == "single_head" else 40, S2)
+    else:
+        omega, mu = points[name]["omega"], points[name]["mu"]
     return softmax_risk(omega, mu, D, L, S2, 16_000, generator(seed))
 
 
@@ -54,7 +63,8 @@ def test_risks_agree_with_independent_monte_carlo(tmp_path, capsys, network_file
         "--out", str(out), "--json", "--seed", "3")
     assert code == 0
     payload = json.loads(stdout)
-    names = {"multihead", "single_head", "gd", "dgd", "ridge", "network"}
+    names = {"multihead", "single_head", "gd", "dgd", "ridge", "network", "gd_fixed",
+             "dgd_fixed", "single_head_fixed"}
     assert payload["L_test"] == L_TEST and set(payload["risk"]) == set(payload["stderr"]) == names
     with h5py.File(network_file, "r") as fh:
         (run,) = fh["runs"].values()
@@ -65,7 +75,8 @@ def test_risks_agree_with_independent_monte_carlo(tmp_path, capsys, network_file
         for i, L in enumerate(L_TEST):
             mean, err = payload["risk"][name][i], payload["stderr"][name][i]
             assert 0 < err < 0.02 * mean
-            other = _independent(name, L, payload["points"], seed=100 + 10 * i + len(name))
+            other = _independent(name, L, payload["points"], seed=100 + 10 * i + len(name),
+                                 eta=payload["fixed_step"])
             assert abs(mean - other[0]) <= 4 * math.hypot(err, other[1]), (name, L)
     for i, L in enumerate(L_TEST):
         assert payload["theory"]["gd"][i] == plain_gd_risk(D, L, S2)

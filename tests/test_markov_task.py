@@ -1,4 +1,4 @@
-"""Sampler for n-gram Markov-chain tasks (sims/induction/task.py, docs/theory/induction.md)."""
+"""Sampler for n-gram Markov-chain tasks (reduced_models/markov_chains.py, docs/theory/induction.md)."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from sims.induction.task import (
+from reduced_models.markov_chains import (
     MarkovDataset,
     fresh_batch,
     make_dataset,

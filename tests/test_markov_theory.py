@@ -23,7 +23,7 @@ from reduced_models.markov import (
     set_label,
     window_law,
 )
-from sims.induction.task import make_dataset, sample_kernels, sample_sequences
+from reduced_models.markov_chains import make_dataset, sample_kernels, sample_sequences
 
 
 def gen(seed: int) -> torch.Generator:

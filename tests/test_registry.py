@@ -29,7 +29,8 @@ def test_registry_lists_each_systems_experiments_hooks_and_checks():
     listing = table()
     print(json.dumps(listing, indent=2))  # pytest -s shows the registry
     assert listing == {
-        "induction": {"induction": {"hooks": "InductionHooks", "checks": None}},
+        "induction": {"induction": {"hooks": "InductionHooks",
+                                    "checks": "sims.induction.checks:induction_checks"}},
         "linreg": {
             "linreg": {"hooks": "LinregHooks", "checks": "sims.linreg.checks:linreg_checks"},
             "linreg-risk": {"hooks": "GenericHooks", "checks": None},

@@ -13,5 +13,6 @@ SYSTEM = System(
                        "sims.induction.experiment:InductionExperiment"),
     ),
     hooks={"induction": "sims.induction.sweep:InductionHooks"},
+    checks={"induction": "sims.induction.checks:induction_checks"},
     conformance="reduced_models.induction:conformance_cases",
 )

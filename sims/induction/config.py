@@ -13,8 +13,13 @@ INDUCTION = Schema((
     Key("L", "int", 100, "context length (training)", low=1),
     Key("parents", "ints", [1, 2], "parent offsets of the chain", low=1),
     Key("window", "int", 3, "copier window M (offsets 1..M)", low=1, high=6),
-    Key("heads", "int", 3, "copier heads H (head h starts on offset h; H <= M)", low=1),
+    Key("heads", "int", 3, "copier heads H (head h starts on offset h; H <= M unless "
+        "shifted)", low=1),
     Key("degree", "int", 2, "largest candidate set |S| <= D", low=1),
+    Key("empty_set", "bool", False, "authors' variant: the selector also has the empty set, "
+        "a constant kernel term whose C^2 counts in |C|^2 (p starts at 1/(n_sets + 1))"),
+    Key("shifted", "bool", False, "authors' variant: head h reads offsets h..h+window-1 "
+        "(otherwise every head reads 1..window); simplified network only"),
     Key("alpha", "float", 0.1, "Dirichlet prior of each kernel row", low=0.0, low_open=True),
     Key("model", "str", "simplified", "'simplified': SGD trains the simplified network "
         "(trajectory sgd); 'full': also the full one (token-dependent Q, K, OV and LayerNorm in "
@@ -30,6 +35,8 @@ INDUCTION = Schema((
     Key("batch", "int", 512, "sequences per SGD step", low=1),
     Key("train_size", "int", 0, "0: fresh sequences every SGD step; N > 0: one fixed set of "
         "N sequences, each step's batch drawn from it uniformly with replacement", low=0),
+    Key("full_batch", "bool", False, "authors' variant, with train_size > 0: every step is "
+        "an exact gradient step on the whole fixed set (full-batch GD; batch is unused)"),
     Key("t_max", "float", 200.0, "joint schedule: gradient-flow time to reach; SGD steps = "
         "t_max / lr", low=0.0, low_open=True),
     Key("lr_selector", "float", 0.1, "sequential: learning rate of the selector stage (C)",

@@ -29,11 +29,11 @@ from dynamics.tables import Headline
 from reduced_models import induction as theory
 from reduced_models.markov import (
     best_set,
-    candidate_sets,
     expected_chi2_mi,
     gih_optimal_a,
     set_label,
 )
+from reduced_models.markov_chains import make_dataset
 
 from ..experiment import F64, RUNTIME, Experiment, RunResult, comparisons, generator, seeds
 from .config import INDUCTION as SCHEMA
@@ -42,7 +42,6 @@ from .generalise import evaluate, limit_predictor, network_predictor
 from .network import SimplifiedInductionNet, project
 from .plots import plot_induction
 from .stages import edge_of_stability, stage_figures
-from .task import make_dataset
 from .training import flow_segments, schedule, total_steps, train_schedule
 
 MAX_STEPS = 2_000_000
@@ -57,13 +56,20 @@ class InductionExperiment(Experiment):
     schema = SCHEMA
 
     def validate(self, config: dict) -> None:
-        if config["heads"] > config["window"]:
+        if config["heads"] > config["window"] and not config["shifted"]:
             raise UsageError(f"key 'heads': {config['heads']} heads need window >= heads "
                              f"(head h starts on offset h), window is {config['window']}")
         if config["degree"] > config["heads"]:
             raise UsageError(f"key 'degree': must be <= heads ({config['heads']})")
-        if config["L"] < max(config["window"], max(config["parents"])):
-            raise UsageError("key 'L': must be at least window and max(parents)")
+        if config["shifted"] and config["model"] == "full":
+            raise UsageError("key 'shifted': the full network (model=full) reads offsets "
+                             "1..window in every head")
+        if config["full_batch"] and not config["train_size"]:
+            raise UsageError("key 'full_batch': needs a fixed training set (train_size > 0)")
+        span = shape_of(config).span
+        if config["L"] < max(span, max(config["parents"])):
+            raise UsageError("key 'L': must be at least the largest offset a head reads "
+                             f"({span}) and max(parents)")
         if len(set(config["parents"])) != len(config["parents"]):
             raise UsageError("key 'parents': offsets must be distinct")
         for stage in schedule(config):
@@ -71,12 +77,11 @@ class InductionExperiment(Experiment):
             if steps > MAX_STEPS:
                 key = "t_max" if stage.name == "joint" else f"t_{stage.name}"
                 raise UsageError(f"key '{key}': {steps:.3g} SGD steps exceed {MAX_STEPS}")
-        if config["test_samples"] and min(config["L_test"]) <= max(config["window"],
-                                                                    max(config["parents"])):
-            raise UsageError("key 'L_test': every test length must exceed window and "
-                             "max(parents)")
-        size = (config["vocab"] + 1) ** config["window"] * config["vocab"]
-        for key in ("samples", "batch"):
+        if config["test_samples"] and min(config["L_test"]) <= max(span, max(config["parents"])):
+            raise UsageError("key 'L_test': every test length must exceed the largest offset "
+                             "a head reads and max(parents)")
+        size = (config["vocab"] + 1) ** span * config["vocab"]
+        for key in ("samples", "batch") + (("train_size",) if config["full_batch"] else ()):
             if config[key] * size > 5e7:
                 raise UsageError(f"key '{key}': needs about {8e-9 * config[key] * size:.1f} GB")
 
@@ -92,14 +97,15 @@ class InductionExperiment(Experiment):
         sequences with their kernels."""
         V, L1 = config["vocab"], config["L"] + 1
         T = (config["records"] + 1) * (1 if config["schedule"] == "joint" else 3)
-        M = config["window"]
+        M = shape_of(config).span
         P, K = (V + 1) ** M, V ** len(config["parents"])
         S = sum(math.comb(M, k) for k in range(1, min(config["degree"], M) + 1))
+        batch = config["train_size"] if config["full_batch"] else config["batch"]
         per_sequence = 3 * L1 + K * V + 4 * P * V
         per_test = 3 * (max(config["L_test"]) + 1) + K * V + 4 * P * V
         return {"runtime": RUNTIME,
                 "Monte-Carlo sample": F64 * config["samples"] * per_sequence,
-                "SGD batch": 3 * F64 * config["batch"] * per_sequence,
+                "SGD batch": 3 * F64 * batch * per_sequence,
                 "fixed training set": F64 * config["train_size"] * (L1 + K * V),
                 "losses of all records": 3 * F64 * T * config["samples"] * (P + V),
                 "chi-square MI": F64 * config["mi_chains"] * (K * V + S),
@@ -107,7 +113,8 @@ class InductionExperiment(Experiment):
                 "test sequences": F64 * config["test_samples"] * per_test}
 
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
-        V, M, H, D = (config[k] for k in ("vocab", "window", "heads", "degree"))
+        shape = shape_of(config)
+        V = shape.vocab
         parents, variant = tuple(sorted(config["parents"])), config["loss"]
         seed_mc, seed_sgd, seed_mi, seed_full, seed_test = seeds(config["seed"], 5)
         seconds = {}
@@ -123,13 +130,13 @@ class InductionExperiment(Experiment):
         solver = {"rtol": config["rtol"], "atol": config["atol"]}
         trajs, parts, drift = {}, None, None
         if ode:
-            symbolic, parts = theory.three_stage_model(setup.sample.tokens, H, M, V, D, s_star,
-                                                       variant)
-            population = theory.population_model(setup.counts, H, M, V, D, variant)
+            symbolic, parts = theory.three_stage_model(setup.sample.tokens, shape=shape,
+                                                       s_star=s_star, variant=variant)
+            population = theory.population_model(setup.counts, shape=shape, variant=variant)
             flows = {"ode": (symbolic, None), "population": (population, None)}
             if sgd and config["corrected"]:
-                drift = theory.SgdSelectorDrift(setup.drift_counts, H, M, V, D, variant,
-                                                selector_lr, config["batch"])
+                drift = theory.SgdSelectorDrift(setup.drift_counts, shape=shape, variant=variant,
+                                                lr=selector_lr, batch=config["batch"])
                 flows["corrected"] = (population, drift)
             for name, (model, radial) in flows.items():
                 start = time.perf_counter()
@@ -143,7 +150,7 @@ class InductionExperiment(Experiment):
         nets = {}
         if sgd:
             start = time.perf_counter()
-            nets["sgd"] = SimplifiedInductionNet(V, M, H, D)
+            nets["sgd"] = SimplifiedInductionNet(shape=shape)
             nets["sgd"].load(setup.manifold.lift(setup.state0))
             trajs["sgd"] = train_network(nets["sgd"], config, stages, setup.counts,
                                          lambda: project(nets["sgd"].weights()),
@@ -151,7 +158,7 @@ class InductionExperiment(Experiment):
             seconds["sgd"] = time.perf_counter() - start
             if config["model"] == "full":
                 start = time.perf_counter()
-                nets["full"] = FullInductionNet(V, M, H, D)
+                nets["full"] = FullInductionNet(shape=shape)
                 nets["full"].start(setup.manifold.lift(setup.state0), config["qk_init"],
                                    generator(seed_full))
                 law = position_law(setup.counts)
@@ -175,21 +182,25 @@ class InductionExperiment(Experiment):
         }
         if parts is not None:
             summary["sharp_gains"] = {set_label(k): v for k, v in parts.gains.items()}
+            summary["copier_error"] = copier_error(trajs["ode"], trajs["population"], s_star)
         for name, tr in trajs.items():
             tr.param_attrs["p"] = {"labels": labels}
             summary[name] = tr.summary()
             summary[name]["stages"] = stage_figures(tr, labels, s_star, summary["chi2_mi"],
-                                                    parts.gains if parts else None, a_opt)
+                                                    parts.gains if parts else None, a_opt,
+                                                    shape.own_offset_index())
         if "sgd" in trajs:
-            probe = drift or theory.SgdSelectorDrift(setup.drift_counts, H, M, V, D, variant,
-                                                     selector_lr, config["batch"])
+            probe = drift or theory.SgdSelectorDrift(setup.drift_counts, shape=shape,
+                                                     variant=variant, lr=selector_lr,
+                                                     batch=config["batch"])
             last = max(i for i, s in enumerate(stages) if "selector" in s.blocks)
             summary["sgd"]["stages"]["edge_of_stability"] = edge_of_stability(
                 trajs["sgd"], probe, until=sum(s.length for s in stages[: last + 1]))
         extra = {"limit_loss": {"a": a_grid, "loss": limit}}
         if nets and config["test_samples"]:
             start = time.perf_counter()
-            predictors = {name: network_predictor(net, M, V) for name, net in nets.items()}
+            predictors = {name: network_predictor(net, shape.span, V)
+                          for name, net in nets.items()}
             predictors["limit"] = limit_predictor(s_star, float(trajs["sgd"].params["a"][-1]), V)
             extra["generalise"] = evaluate(predictors, V, parents, config["L_test"],
                                            config["alpha_test"], config["test_samples"],
@@ -206,11 +217,33 @@ class InductionExperiment(Experiment):
         return plot_induction(path, run_id, out)
 
 
+def shape_of(config: dict) -> theory.InductionShape:
+    """The simplified network's shapes and architecture options from a config."""
+    return theory.InductionShape(vocab=config["vocab"], window=config["window"],
+                                 heads=config["heads"], degree=config["degree"],
+                                 empty_set=config["empty_set"], shifted=config["shifted"])
+
+
+def copier_error(ode, population, s_star: tuple[int, ...]) -> dict[str, float]:
+    """Per head h of S* (heads named by the offset they start on): |dw_ode - dw_pop| / |dw_pop|,
+    dw = w_h(end) - w_h(0) over the head's logits (Euclidean norms), at the last time both
+    flows reached."""
+    end = min(len(ode.t), len(population.t)) - 1
+    out = {}
+    for h in s_star:
+        if h > ode.params["w"].shape[1]:
+            continue
+        moves = [tr.params["w"][end, h - 1] - tr.params["w"][0, h - 1] for tr in (ode, population)]
+        out[str(h)] = float(np.linalg.norm(moves[0] - moves[1]) / np.linalg.norm(moves[1]))
+    return out
+
+
 def chi2_information(config: dict, seed: int) -> tuple[dict, dict]:
-    """The modified and the standard chi-square MI of every candidate set of offsets 1..window
-    with |S| <= degree: {label: (mean, stderr)} each, over the same mi_chains kernels."""
+    """The modified and the standard chi-square MI of every candidate set of offsets
+    1..span (the largest offset a head reads) with |S| <= degree: {label: (mean, stderr)}
+    each, over the same mi_chains kernels."""
     args = (config["vocab"], tuple(sorted(config["parents"])), config["alpha"],
-            config["window"], config["degree"], config["mi_chains"])
+            shape_of(config).span, config["degree"], config["mi_chains"])
     return (expected_chi2_mi(*args, generator(seed), modified=True),
             expected_chi2_mi(*args, generator(seed), modified=False))
 
@@ -222,17 +255,18 @@ class FlowSetup:
     authors' start state (P,)."""
 
     def __init__(self, config: dict, seed: int):
-        V, M, H, D = (config[k] for k in ("vocab", "window", "heads", "degree"))
+        shape = shape_of(config)
+        V, span = shape.vocab, shape.span
         self.sample = make_dataset(config["samples"], V, tuple(sorted(config["parents"])),
                                    config["alpha"], config["L"], generator(seed))
-        self.counts = theory.WindowCounts.from_tokens(self.sample.tokens, M, V)
+        self.counts = theory.WindowCounts.from_tokens(self.sample.tokens, span, V)
         self.drift_counts = theory.WindowCounts.from_tokens(
-            self.sample.tokens[:DRIFT_SAMPLES], M, V)
-        self.sets = candidate_sets(H, D)
-        self.manifold = theory.manifold(H, M, len(self.sets))
+            self.sample.tokens[:DRIFT_SAMPLES], span, V)
+        self.sets = shape.sets
+        self.manifold = theory.manifold(shape=shape)
         self.state0 = self.manifold.pack(theory.standard_start(
-            H, M, len(self.sets), config["w_plus"], config["w_minus"], config["c_init"],
-            config["a_init"]))
+            shape=shape, w_plus=config["w_plus"], w_minus=config["w_minus"],
+            c_init=config["c_init"], a_init=config["a_init"]))
 
 
 def integrate_named(name: str, model, state0: torch.Tensor, grids: list, masks: list, radial,
@@ -246,15 +280,20 @@ def integrate_named(name: str, model, state0: torch.Tensor, grids: list, masks: 
 
 
 def train_network(net, config: dict, stages: list, eval_counts, observe, gen, name: str):
-    """Plain SGD through the schedule, on fresh sequences or minibatches of one fixed set
-    (key train_size); the loss recorded on eval_counts."""
-    V, M, L, variant = config["vocab"], config["window"], config["L"], config["loss"]
+    """Plain SGD through the schedule, on fresh sequences, minibatches of one fixed set
+    (key train_size) or the whole fixed set every step (full_batch: exact GD); the loss
+    recorded on eval_counts."""
+    V, L, variant = config["vocab"], config["L"], config["loss"]
+    M = shape_of(config).span
     parents = tuple(sorted(config["parents"]))
 
     fixed = (make_dataset(config["train_size"], V, parents, config["alpha"], L, gen).tokens
              if config["train_size"] else None)
+    whole = (theory.WindowCounts.from_tokens(fixed, M, V) if config["full_batch"] else None)
 
     def batch_loss() -> torch.Tensor:
+        if whole is not None:
+            return net.loss(whole, variant)
         if fixed is None:
             tokens = make_dataset(config["batch"], V, parents, config["alpha"], L, gen).tokens
         else:
@@ -275,9 +314,10 @@ def train_network(net, config: dict, stages: list, eval_counts, observe, gen, na
     kind = "simplified" if isinstance(net, SimplifiedInductionNet) else "full"
     source = (f"drawn from a fixed set of {config['train_size']}" if config["train_size"]
               else "fresh")
-    traj.attrs["model"] = (f"{kind} TF(M={M}, H={config['heads']}, d={V}, "
-                           f"D={config['degree']}), plain SGD ({config['schedule']}), "
-                           f"{config['batch']} sequences per step, "
-                           f"{source}; loss on the "
-                           f"{len(eval_counts)} Monte-Carlo sequences")
+    per_step = (f"full-batch GD on a fixed set of {config['train_size']} sequences"
+                if config["full_batch"] else f"{config['batch']} sequences per step, {source}")
+    options = "".join(f", {k}" for k in ("empty_set", "shifted") if config[k])
+    traj.attrs["model"] = (f"{kind} TF(M={config['window']}, H={config['heads']}, d={V}, "
+                           f"D={config['degree']}{options}), plain SGD ({config['schedule']}), "
+                           f"{per_step}; loss on the {len(eval_counts)} Monte-Carlo sequences")
     return traj

@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from reduced_models import induction as theory
-from reduced_models.markov import candidate_sets
 
 from ..weights import NamedWeights
 from .network import shifted_windows
@@ -59,10 +58,15 @@ class FullInductionNet(NamedWeights):
     BLOCKS: ClassVar[dict] = {"selector": ("C",), "copier": COPIER,
                               "classifier": ("a", "ln_gain", "ln_bias")}
 
-    def __init__(self, vocab: int, window: int, heads: int, degree: int, dtype=torch.float64):
+    def __init__(self, *, shape: theory.InductionShape, dtype=torch.float64):
+        """shape (keyword only): vocab, window, heads, degree; every head reads offsets 1..M
+        (shape.shifted is not supported), the empty selector set is."""
         super().__init__()
+        if shape.shifted:
+            raise ValueError("the full network reads offsets 1..M in every head (shifted=False)")
+        vocab, window, heads = shape.vocab, shape.window, shape.heads
         self.vocab, self.window, self.heads = vocab, window, heads
-        self.sets = candidate_sets(heads, degree)
+        self.sets = shape.sets
         d = vocab
         self.w = nn.Parameter(torch.zeros((heads, window), dtype=dtype))
         self.Q = nn.Parameter(torch.zeros((heads, d, d), dtype=dtype))
@@ -145,7 +149,8 @@ class FullInductionNet(NamedWeights):
         u = _layer_norm(v, self.ln_gain, self.ln_bias)                    # (H, n, L+1, d)
         similarity = torch.einsum("hni,hnli->nhl", u[:, :, -1], u[:, :, :-1])
         p = self.shares()
-        kernel = sum(p[i] * torch.stack([similarity[:, h - 1] for h in heads], 0).prod(0)
+        ones = torch.ones_like(similarity[:, 0])
+        kernel = sum(p[i] * torch.stack([ones] + [similarity[:, h - 1] for h in heads], 0).prod(0)
                      for i, heads in enumerate(self.sets))
         weights = torch.softmax(self.a * kernel, -1)
         return torch.einsum("nl,nle->ne", weights, inputs[:, :-1])

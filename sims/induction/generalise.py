@@ -15,8 +15,7 @@ import torch
 
 from reduced_models.induction import WindowCounts
 from reduced_models.markov import gih_predict
-
-from .task import make_dataset
+from reduced_models.markov_chains import make_dataset
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # tokens (n, L + 1) -> y_hat (n, vocab)
 

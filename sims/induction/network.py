@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from reduced_models import induction as theory
-from reduced_models.markov import candidate_sets
 
 from ..weights import NamedWeights
 
@@ -42,32 +41,36 @@ def shifted_windows(inputs: torch.Tensor, window: int) -> torch.Tensor:
 
 
 class SimplifiedInductionNet(NamedWeights):
-    """TF(M, H, d, D) with parameters w, C, a (float64 by default), set by `load`."""
+    """TF(M, H, d, D) with parameters w, C, a (float64 by default), set by `load`.
+
+    shape (keyword only): vocab, window, heads, degree and the architecture options
+    (reduced_models.induction.InductionShape)."""
 
     BLOCKS: ClassVar[dict] = {"selector": ("C",), "copier": ("w",), "classifier": ("a",)}
 
-    def __init__(self, vocab: int, window: int, heads: int, degree: int, dtype=torch.float64):
+    def __init__(self, *, shape: theory.InductionShape, dtype=torch.float64):
         super().__init__()
-        self.vocab, self.window, self.heads = vocab, window, heads
-        self.sets = candidate_sets(heads, degree)
-        self.w = nn.Parameter(torch.zeros((heads, window), dtype=dtype))
+        self.shape = shape
+        self.sets = shape.sets
+        self.w = nn.Parameter(torch.zeros((shape.heads, shape.window), dtype=dtype))
         self.C = nn.Parameter(torch.ones(len(self.sets), dtype=dtype))
         self.a = nn.Parameter(torch.zeros(1, dtype=dtype))
-        self.register_buffer("one_hot", theory.pattern_one_hot(window, vocab).to(dtype),
-                             persistent=False)
+        self.register_buffer("inputs", shape.copier_inputs().to(dtype), persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs (n, L + 1, vocab) one-hot with a zero query row -> y_hat (n, vocab).
 
         The direct position-by-position definition (reference for `predict_counts`).
         """
-        shifted = shifted_windows(inputs, self.window)
-        v = torch.einsum("hk,nkie->nhie", torch.softmax(self.w, -1), shifted)
+        windows = shifted_windows(inputs, self.shape.span)
+        per_head = windows[:, torch.as_tensor(self.shape.offsets - 1)]     # (n, H, M, L+1, d)
+        v = torch.einsum("hk,nhkie->nhie", torch.softmax(self.w, -1), per_head)
         norm2 = (v**2).sum(-1, keepdim=True)
         u = torch.where(norm2 > 0, v * torch.where(norm2 > 0, norm2, 1.0).rsqrt(), 0.0)
         similarity = torch.einsum("nhe,nhle->nhl", u[:, :, -1], u[:, :, :-1])
         p = project(self.weights())["p"]
-        kernel = sum(p[i] * torch.stack([similarity[:, h - 1] for h in heads], 0).prod(0)
+        ones = torch.ones_like(similarity[:, 0])
+        kernel = sum(p[i] * torch.stack([ones] + [similarity[:, h - 1] for h in heads], 0).prod(0)
                      for i, heads in enumerate(self.sets))
         attention = torch.softmax(self.a * kernel, -1)
         return torch.einsum("nl,nle->ne", attention, inputs[:, :-1])
@@ -75,7 +78,7 @@ class SimplifiedInductionNet(NamedWeights):
     def predict_counts(self, counts: theory.WindowCounts) -> torch.Tensor:
         """The same y_hat (n, vocab) from the sequences' window counts (fast path)."""
         obs = project(self.weights())
-        table = theory.logit_table(self.w[None], obs["p"][None], obs["a"][None], self.one_hot,
+        table = theory.logit_table(self.w[None], obs["p"][None], obs["a"][None], self.inputs,
                                    self.sets)
         return counts.predict(table)[0]
 

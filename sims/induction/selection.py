@@ -15,7 +15,7 @@ from reduced_models import induction as theory
 from reduced_models.markov import best_set
 
 from ..experiment import generator, seeds
-from .experiment import FlowSetup, chi2_information, integrate_named, train_network
+from .experiment import FlowSetup, chi2_information, integrate_named, shape_of, train_network
 from .network import SimplifiedInductionNet, project
 from .training import flow_segments, schedule
 
@@ -38,7 +38,7 @@ def margin(mi: dict[str, tuple[float, float]]) -> float:
 def winning_sets(config: dict, ode: bool, sgd: bool) -> dict:
     """{"mi": S*, "mi_standard": the power-1 criterion's winner, "mi_margin": float,
     "trajectories": {"ode" and/or "sgd": Trajectory}, "sets": candidate sets of heads}."""
-    V, M, H, D = (config[k] for k in ("vocab", "window", "heads", "degree"))
+    shape = shape_of(config)
     seed_mc, seed_sgd, seed_mi = seeds(config["seed"], 3)
     mi, mi_standard = chi2_information(config, seed_mi)
     s_star = best_set(mi)
@@ -46,13 +46,13 @@ def winning_sets(config: dict, ode: bool, sgd: bool) -> dict:
     stages = schedule(config)
     trajs = {}
     if ode:
-        model, _ = theory.three_stage_model(setup.sample.tokens, H, M, V, D, s_star,
-                                            config["loss"])
+        model, _ = theory.three_stage_model(setup.sample.tokens, shape=shape, s_star=s_star,
+                                            variant=config["loss"])
         grids, masks = flow_segments(stages, setup.manifold, config["records"])
         trajs["ode"] = integrate_named("ode", model, setup.state0, grids, masks, None,
                                        {"rtol": config["rtol"], "atol": config["atol"]})
     if sgd:
-        net = SimplifiedInductionNet(V, M, H, D)
+        net = SimplifiedInductionNet(shape=shape)
         net.load(setup.manifold.lift(setup.state0))
         trajs["sgd"] = train_network(net, config, stages, setup.counts,
                                      lambda: project(net.weights()), generator(seed_sgd), "sgd")

@@ -33,22 +33,64 @@ def half_time(t: np.ndarray, x: np.ndarray) -> float | None:
     return float(t[i - 1] + (0.5 - f0) / (f1 - f0) * (t[i] - t[i - 1]))
 
 
-def stage_times(traj: Trajectory, i_star: int, s_star: tuple[int, ...]) -> dict:
-    """Gradient-flow time at which each stage has made half of its change over the run:
-    selector p_S*, copier the largest |w - w(0)| over the heads of S* (heads named by the
-    offset they start on), classifier a; and "order", the stages sorted by that time."""
+def reach_time(t: np.ndarray, x: np.ndarray, limit: float, fraction: float = 0.9) -> float | None:
+    """First time at which x has covered `fraction` of the way from x[0] to its limiting
+    value `limit` (linear between records); None if it does not within the records. It
+    does not depend on how long the run is, unlike `half_time`."""
+    gap = limit - x[0]
+    if not np.isfinite(gap) or gap == 0:
+        return None
+    progress = (x - x[0]) / gap
+    above = np.flatnonzero(progress >= fraction)
+    if not len(above):
+        return None
+    i = int(above[0])
+    if i == 0:
+        return float(t[0])
+    f0, f1 = progress[i - 1], progress[i]
+    return float(t[i - 1] + (fraction - f0) / (f1 - f0) * (t[i] - t[i - 1]))
+
+
+def _order(times: dict) -> list[str]:
+    known = sorted((t, name) for name, t in times.items() if t is not None)
+    return [name for _, name in known]
+
+
+def stage_times(traj: Trajectory, i_star: int, s_star: tuple[int, ...], a_optimum: float,
+                own_index: np.ndarray) -> dict:
+    """When each stage happens, two ways.
+
+    Half-change times (depend on the horizon t_max): the time at which each stage has made
+    half of its change over the run: selector p_S*, copier the largest |w - w(0)| over the
+    heads of S* (heads named by the offset they start on), classifier a; "order" sorts them.
+    90% times (`reach_90`, horizon-independent): the time at which each stage has covered
+    90% of the way to its limiting value: p_S* -> 1; for the copier the smallest over the
+    heads of S* of softmax(w_h) on the head's own offset (`own_index`) -> 1; a -> the
+    limiting model's optimum a_optimum. None: not reached by the end of the run
+    ("order_90" lists the reached stages in time order).
+    """
     w = traj.params["w"]
     heads = [h - 1 for h in s_star if h <= w.shape[1]]
     move = np.abs(w[:, heads] - w[0, heads]).max(axis=(1, 2)) if heads else np.zeros(len(w))
     times = {"selector": half_time(traj.t, traj.params["p"][:, i_star]),
              "copier": half_time(traj.t, move),
              "classifier": half_time(traj.t, traj.params["a"])}
-    known = sorted((t, name) for name, t in times.items() if t is not None)
-    return {**times, "order": [name for _, name in known]}
+    own = (np.stack([_softmax(w[:, h])[:, own_index[h]] for h in heads], 1).min(1)
+           if heads else np.zeros(len(w)))
+    reach = {"selector": reach_time(traj.t, traj.params["p"][:, i_star], 1.0),
+             "copier": reach_time(traj.t, own, 1.0) if heads else None,
+             "classifier": reach_time(traj.t, traj.params["a"], a_optimum)}
+    return {**times, "order": _order(times), "reach_90": reach, "order_90": _order(reach)}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 def stage_figures(traj: Trajectory, labels: list[str], s_star: tuple[int, ...],
-                  mi: dict[str, float], gains: dict | None, a_optimum: float) -> dict:
+                  mi: dict[str, float], gains: dict | None, a_optimum: float,
+                  own_index: np.ndarray) -> dict:
     """JSON-able stage figures of a trajectory with params w (T,H,M), p (T,n_sets), a, c_norm.
 
     - selector: first t with p_S* > 0.9, min p_S* after it, and per losing set S the
@@ -57,7 +99,7 @@ def stage_figures(traj: Trajectory, labels: list[str], s_star: tuple[int, ...],
     - copier: per head the largest change of its logits, and the ratio of the largest
       change outside S* to the smallest inside
     - classifier: final a against the limiting model's optimum
-    - stage_times: `stage_times`
+    - stage_times: `stage_times` (own_index: (H,) index of each head's own offset)
     """
     out: dict = {"classifier": {"a_final": float(traj.params["a"][-1]), "a_optimum": a_optimum,
                                 "ratio": float(traj.params["a"][-1] / a_optimum)}}
@@ -86,9 +128,10 @@ def stage_figures(traj: Trajectory, labels: list[str], s_star: tuple[int, ...],
         entry = {"slope": float(np.polyfit(tau, log_ratio, 1)[0]),
                  "mi_difference": mi[star] - mi[label] if label in mi else None}
         if gains is not None:
-            entry["gain_difference"] = gains[s_star] - gains[parse_label(label)]
+            # the empty set's kernel term is constant: it moves no attention, its gain is 0
+            entry["gain_difference"] = gains[s_star] - gains.get(parse_label(label), 0.0)
         slopes[label] = entry
-    out["stage_times"] = stage_times(traj, i_star, s_star)
+    out["stage_times"] = stage_times(traj, i_star, s_star, a_optimum, own_index)
     out["selector"] = {
         "t_p_star_above_0.9": t_win,
         "p_star_min_after": float(p[above[0]:, i_star].min()) if len(above) else None,

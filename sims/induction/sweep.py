@@ -10,6 +10,7 @@ from dynamics.sweep import Metric, Sweep, Task
 from reduced_models.markov import candidate_sets, set_label
 
 from ..sweeps import TrajectoryHooks
+from .experiment import shape_of
 from .selection import final_winner, winning_sets
 
 
@@ -31,7 +32,8 @@ class InductionHooks(TrajectoryHooks):
     @staticmethod
     def labels(sweep: Sweep) -> tuple[str, ...]:
         """Every candidate set of offsets over the grid, by size then lexicographically."""
-        sets = {s for _, cfg in sweep.points() for s in candidate_sets(cfg["window"], cfg["degree"])}
+        sets = {s for _, cfg in sweep.points()
+                for s in candidate_sets(shape_of(cfg).span, cfg["degree"])}
         return tuple(set_label(s) for s in sorted(sets, key=lambda s: (len(s), s)))
 
     def phase_metric(self, ode: bool, sgd: bool) -> str | None:

@@ -30,6 +30,9 @@ LINREG = Schema((
     Key("active_fraction", "float", 0.1, "a head is active when |mu_h| >= active_fraction x "
         "max_h |mu_h|", low=0.0, high=1.0),
     Key("param", "str", "merged", "network parameterisation", choices=("merged", "factored")),
+    Key("metric", "str", "lift", "metric of the symbolic flow ode: 'lift' G = J^T J, the flow "
+        "SGD follows; 'unit' G = I, d(omega, mu)/dt = -grad Lt (the paper's ODE; param = "
+        "merged)", choices=("lift", "unit")),
     Key("optimizer", "str", "sgd", "full-network optimiser", choices=("sgd", "adam")),
     Key("lr", "float", 0.02, "learning rate; t = lr x step", low=0.0, low_open=True),
     Key("batch", "int", 512, "SGD minibatch size (fresh samples each step)", low=1),
@@ -57,6 +60,8 @@ RISK = Schema((
     Key("L_test", "ints", [10, 20, 40, 60, 80, 100], "test context lengths (>= 2)", low=2),
     Key("omega", "floats", [0.13, -0.13], "multihead: key-query scale per head"),
     Key("mu", "floats", [3.45, -3.45], "multihead: label weight per head (as many as omega)"),
+    Key("single_head_L", "int", 40, "single_head_fixed: the length whose large-L optimum the "
+        "single head keeps at every L", low=1, high=1_000_000),
     Key("network", "str", None, "FILE.h5:RUN_ID (or FILE.h5: its newest run) of a stored linreg "
         "run; its network's final (omega, mu) projection is evaluated as estimator 'network'"),
     Key("samples", "int", 100_000, "prompts per test length, shared by all estimators", low=2),

@@ -151,6 +151,15 @@ def _builtin_predictor(kind: str, params: Mapping, d: int, L: int, sigma2: float
         return lambda batch: dgd_predict(batch, eta)
     if kind == "ridge":
         return lambda batch: ridge_predict(batch, sigma2 * d)
+    if kind == "gd_fixed":
+        return lambda batch: gd_predict(batch, float(params["eta"]))
+    if kind == "dgd_fixed":
+        return lambda batch: dgd_predict(batch, float(params["eta"]))
+    if kind == "single_head_fixed":
+        omega, mu = single_head_large_L_optimum(d, int(params["L"]), sigma2)
+        omega_t = torch.tensor([omega], dtype=torch.float64)
+        mu_t = torch.tensor([mu], dtype=torch.float64)
+        return lambda batch: softmax_predict(batch, omega_t, mu_t)
     raise ValueError(f"unknown estimator kind {kind!r}")
 
 
@@ -181,7 +190,9 @@ def risk_curves(
     - None or a dict of parameters for a built-in estimator; its kind is
       spec["kind"] if given, else the name: "multihead" (needs "omega", "mu":
       lists of length H), "single_head" (large-L optimum at each L), "gd" and
-      "dgd" (optimal finite-L step at each L), "ridge" (lambda = sigma2 d);
+      "dgd" (optimal finite-L step at each L), "ridge" (lambda = sigma2 d),
+      "gd_fixed" and "dgd_fixed" (one fixed step "eta" at every L), "single_head_fixed"
+      (the large-L optimum of one length "L" at every L);
     - or a callable L -> predictor.
     All estimators see the same n_samples prompts at a given L (common random
     numbers), so their differences carry little Monte-Carlo error.

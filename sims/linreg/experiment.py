@@ -8,7 +8,9 @@ network there:
 - "sgd": the network (merged or factored), lifted from the same point (init
   "symmetric"), or drawn at random with the flows started from its metric
   projection onto the manifold (init "random").
-Time is t = lr x step; both flows use the metric of the lift (docs/theory/flows.md).
+Time is t = lr x step; both flows use the metric of the lift (docs/theory/flows.md),
+unless metric = "unit": then "ode" is d theta/dt = -grad Lt in (omega, mu) (the paper's
+ODE; merged weights only).
 
 The network also records its per-head pattern metrics (docs/linreg-extensions.md) and
 which heads are active. With ode_start = "pattern" the flows start instead at
@@ -80,6 +82,8 @@ class LinregExperiment(Experiment):
                 raise UsageError(f"key 'rho': must satisfy |rho| < 1, got {config.rho!r}")
             if config.param != "merged":
                 raise UsageError("key 'param': covariance = toeplitz needs param = merged")
+        if config["metric"] == "unit" and config["param"] != "merged":
+            raise UsageError("key 'metric': metric = unit needs param = merged")
         steps = config.t_max / config.lr
         if steps > MAX_STEPS:
             raise UsageError(f"key 't_max': t_max / lr = {steps:.3g} SGD steps exceeds {MAX_STEPS}")
@@ -274,7 +278,7 @@ def flow_models(config: LinregConfig, sigma: torch.Tensor | None, gen: torch.Gen
         return {"population": (theory.matrix_population_model(d, H, L, config.mc_samples,
                                                               gen, sigma), {"sigma2": sigma2})}
     return {
-        "ode": (theory.symbolic_model(d, H, param), {"L": L, "sigma2": sigma2}),
+        "ode": (theory.symbolic_model(d, H, param, config["metric"]), {"L": L, "sigma2": sigma2}),
         "population": (theory.population_model(d, H, L, config.mc_samples, gen, param),
                        {"sigma2": sigma2}),
     }

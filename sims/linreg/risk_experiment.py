@@ -8,6 +8,10 @@ counted once). Estimators:
   values a trained H = 2 network reaches, as the paper reports);
 - single_head: one softmax head at its large-L optimum for each L;
 - gd, dgd: one step of plain / debiased GD at its optimal step for each L;
+- gd_fixed, dgd_fixed (the paper's figure): the same with the one step
+  eta = sum_h omega_h mu_h of the multihead point (2 omega mu for a +- pair) at
+  every L; single_head_fixed: one softmax head at its large-L optimum for
+  L = single_head_L (40, the training length) at every L;
 - ridge: lambda = sigma2 d (the Bayes posterior mean);
 - network (when `network` names a stored linreg run): the reduced softmax
   predictor at that run's final network projection (omega_h, mu_h) -- the
@@ -32,7 +36,9 @@ from dynamics.tables import Headline
 from reduced_models.linreg_theory import (
     bayes_risk_proportional,
     debiased_gd_risk,
+    debiased_gd_risk_at_step,
     plain_gd_risk,
+    plain_gd_risk_at_step,
     single_head_risk_approx,
 )
 
@@ -47,6 +53,10 @@ THEORY_CURVES = {  # name -> (closed form, the estimator it describes)
     "dgd": (debiased_gd_risk, "dgd"),
     "single_head": (single_head_risk_approx, "single_head"),
     "bayes_proportional": (bayes_risk_proportional, "ridge"),
+}
+FIXED_STEP_CURVES = {  # name -> exact risk at a given step eta, (d, L, sigma2, eta)
+    "gd_fixed": plain_gd_risk_at_step,
+    "dgd_fixed": debiased_gd_risk_at_step,
 }
 
 
@@ -111,8 +121,11 @@ class LinregRiskExperiment(Experiment):
     def run(self, config: dict, *, ode: bool = True, sgd: bool = True) -> RunResult:
         d, sigma2, L_test = config["d"], config["sigma2"], config["L_test"]
         points = {"multihead": {"omega": config["omega"], "mu": config["mu"]}}
+        eta = float(np.dot(config["omega"], config["mu"]))
         estimators = {"multihead": {"kind": "multihead", **points["multihead"]},
-                      "single_head": None, "gd": None, "dgd": None, "ridge": None}
+                      "single_head": None, "gd": None, "dgd": None, "ridge": None,
+                      "gd_fixed": {"eta": eta}, "dgd_fixed": {"eta": eta},
+                      "single_head_fixed": {"L": config["single_head_L"]}}
         if config["network"] is not None:
             points["network"] = stored_network_point(config["network"], d)
             estimators["network"] = {"kind": "multihead", "omega": points["network"]["omega"],
@@ -121,7 +134,10 @@ class LinregRiskExperiment(Experiment):
                              generator(config["seed"]), chunk=CHUNK)
         theory = {name: [formula(d, L, sigma2) for L in L_test]
                   for name, (formula, _) in THEORY_CURVES.items()}
-        summary = {**curves, "theory": theory, "points": points, "samples": config["samples"]}
+        theory.update({name: [formula(d, L, sigma2, eta) for L in L_test]
+                       for name, formula in FIXED_STEP_CURVES.items()})
+        summary = {**curves, "theory": theory, "points": points, "fixed_step": eta,
+                   "samples": config["samples"]}
         L_axis = np.asarray(L_test, dtype=np.int64)
         risk = {"L_test": L_axis}
         for name in estimators:
@@ -150,9 +166,11 @@ class LinregRiskExperiment(Experiment):
         for name in names:
             ax.errorbar(L, risk[name], yerr=2 * risk[f"stderr_{name}"], marker="o", ms=3, lw=0,
                         elinewidth=1, capsize=2, color=colors[name], label=f"{name} (Monte Carlo)")
-        styles = {"gd": "-", "dgd": "-", "single_head": ":", "bayes_proportional": "--"}
+        styles = {"gd": "-", "dgd": "-", "single_head": ":", "bayes_proportional": "--",
+                  "gd_fixed": "-", "dgd_fixed": "-"}
         for name, values in theory.items():
-            ax.plot(L, values, styles[name], lw=1, color=colors[THEORY_CURVES[name][1]],
+            described = THEORY_CURVES[name][1] if name in THEORY_CURVES else name
+            ax.plot(L, values, styles[name], lw=1, color=colors[described],
                     label=f"{name} (closed form)")
         ax.set_xlabel("test context length L")
         ax.set_ylabel("risk E (y_hat - y_q)^2")

@@ -46,12 +46,13 @@ class LinregHooks(TrajectoryHooks):
         "d", "L", "sigma2", "heads", "init", "init_scale", "param", "optimizer", "lr", "batch",
         "t_max", "mc_samples", "eval_samples", "records", "rtol", "atol", "sgd_dtype", "device",
         "seed", "ode_start", "pattern_threshold", "active_fraction", "covariance", "rho",
-        "population_rtol", "checkpoint_every"))
+        "population_rtol", "checkpoint_every", "metric"))
     BATCHED_VALUES: ClassVar[dict[str, str]] = {"ode_start": "init", "covariance": "identity"}
     # Keys that change the ODE or its output grid: points differing in them go to
     # separate batches. L and sigma2 enter as batched hyper-parameters, init,
     # init_scale and seed through the start state; the rest is SGD-only.
-    STRUCTURAL = ("d", "heads", "param", "t_max", "lr", "records", "rtol", "atol", "device")
+    STRUCTURAL = ("d", "heads", "param", "metric", "t_max", "lr", "records", "rtol", "atol",
+                  "device")
     MAX_BATCH = 256
 
     def trajectories(self, ode: bool, sgd: bool) -> tuple[str, ...]:
@@ -107,7 +108,7 @@ def linreg_flow_batch(configs: list[dict]) -> list[Trajectory]:
     Returns one "ode" Trajectory per config (gradient-flow time t = lr x step grid).
     """
     first = configs[0]
-    model = theory.symbolic_model(first["d"], first["heads"], first["param"])
+    model = theory.symbolic_model(first["d"], first["heads"], first["param"], first["metric"])
     device = first["device"]
     state0 = torch.stack([linreg_start(c) for c in configs]).to(device)
     hyper = {k: torch.tensor([float(c[k]) for c in configs], dtype=torch.float64, device=device)
