@@ -119,10 +119,14 @@ def test_show_into_a_closed_pipe_is_silent(stored, tmp_path):
 def test_ctrl_c_is_one_line_and_keeps_the_file(stored, tmp_path):
     out = tmp_path / "r.h5"
     out.write_bytes(stored.read_bytes())
-    proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--out", str(out)],
+    proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--set",
+                             "checkpoint_every=20", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             cwd=ROOT)
-    time.sleep(8)  # past the imports, inside the flows or SGD
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "r.h5.ckpt").rglob("*.pt")):  # inside SGD, not before it
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == errors.EXIT_INTERRUPTED
