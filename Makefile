@@ -27,8 +27,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check dynamics reduced_models sims tests
 
 # Benchmarks (torch at 1 thread) -> benchmarks/results/*.json and BENCHMARKS.md; 3-6 min here.
-BENCHES := bench_sgd bench_ensemble bench_population bench_ode_vs_sgd bench_sweep_grid bench_startup
+BENCHES := bench_sgd bench_ensemble bench_population bench_ode_vs_sgd bench_sweep_grid bench_startup \
+	bench_gpt2
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	cd benchmarks && for b in $(BENCHES); do \
 		OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(abspath $(BIN))/python $$b.py || exit 1; done
 	cd benchmarks && $(abspath $(BIN))/python report.py
