@@ -220,3 +220,23 @@ def test_heads_table_collects_one_curve_per_head_count_and_refuses_mixed_tasks(t
     assert json.loads(out.read_text()) == table and fig.stat().st_size > 0
     assert study_main([str(tmp_path / "missing.json"), "--json", str(out), "--figure",
                        str(fig)]) == 2
+
+
+def test_learning_rate_schedule_and_curriculum_follow_their_closed_forms():
+    from sims.sparse.experiment import curriculum, learning_rate
+
+    config = resolve(SPARSE, steps=1000, net_lr=2e-3, d=8, s=2, n_max=20, n_test=[5, 20],
+                     curriculum_d_start=2, curriculum_n_start=6, curriculum_interval=100)
+    warm = 1000 // 50  # 2% of the steps
+    assert learning_rate(0, config) == pytest.approx(2e-3 / warm)
+    assert learning_rate(warm, config) == pytest.approx(2e-3)
+    mid = warm + (1000 - warm) // 2
+    assert learning_rate(mid, config) == pytest.approx(1e-3, rel=1e-2)
+    assert learning_rate(1000, config) == pytest.approx(0.0, abs=1e-12)
+    constant = resolve(SPARSE, steps=1000, net_lr=2e-3, lr_schedule="constant")
+    assert learning_rate(0, constant) == learning_rate(999, constant) == 2e-3
+    # one coordinate and two examples more every interval, capped at d and n_max
+    assert curriculum(0, config) == (2, 6)
+    assert curriculum(250, config) == (4, 10)
+    assert curriculum(10_000, config) == (8, 20)
+    assert curriculum(10_000, resolve(SPARSE, d=8, s=2, n_max=20, n_test=[20])) == (8, 20)
