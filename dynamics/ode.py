@@ -1,7 +1,13 @@
-"""Adaptive ODE integration of batched flows with torchdiffeq.
+"""Adaptive ODE integration of batched flows.
 
 The state has a batch dimension: y is (B, P), so many initial points or
-hyper-parameter points integrate as one call. A member whose state leaves
+hyper-parameter points integrate as one call. Two paths (`backend`):
+- "lean" (`dynamics.dopri5`): Dormand-Prince on one float64 CPU state held in
+  numpy, at a few microseconds per step besides the right-hand side; it takes
+  torchdiffeq's dopri5 steps (same rules), so both agree to rounding;
+- "torchdiffeq": every method, batches, other devices and dtypes, and
+  differentiation through the solver.
+"auto" (the default) takes the lean path wherever it applies. A member whose state leaves
 the bound or whose right-hand side stops being finite is frozen there and
 marked "diverged"; a solver that fails (step size underflow, or the step
 budget of the whole integration spent) marks the members still running
@@ -21,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchdiffeq import odeint
 
+from .dopri5 import Dopri5
 from .status import Status
 
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
@@ -30,6 +36,7 @@ ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 EVALUATIONS_PER_STEP = {"dopri5": 6, "dopri8": 14, "bosh3": 4, "fehlberg2": 3,
                         "adaptive_heun": 2, "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3,
                         "rk4": 4}
+BACKENDS = ("auto", "lean", "torchdiffeq")
 Rhs = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -100,6 +107,7 @@ def integrate(
     chunks: int = 4,
     step_size: float | None = None,
     on_chunk: Callable[[float], None] | None = None,
+    backend: str = "auto",
 ) -> OdeSolution:
     """Integrate dy/dt = rhs(y) (autonomous) from y0 at t[0], output at every t.
 
@@ -117,6 +125,9 @@ def integrate(
     - chunks: the output grid is integrated in this many consecutive pieces, so
       that a stall keeps everything before the failing piece
     - on_chunk: called with the time reached after each piece (progress)
+    - backend: "lean", "torchdiffeq" or "auto" (lean for dopri5 on one float64 CPU state
+      that needs no gradient, else torchdiffeq). An rhs with a `numpy` attribute,
+      (P,) array -> (P,) array, is evaluated through it on the lean path.
 
     A member frozen during a chunk in which the solver then fails is "stalled", not
     "diverged": its non-finite state may be a trial stage of the failing step control
@@ -124,6 +135,18 @@ def integrate(
     """
     y = y0.reshape(1, -1) if y0.dim() == 1 else y0
     batch = y.shape[0]
+    lean = (method == "dopri5" and batch == 1 and y.dtype == torch.float64
+            and y.device.type == "cpu" and not y.requires_grad)
+    if backend not in BACKENDS or (backend == "lean" and not lean):
+        raise ValueError(f"backend {backend!r}: one of {BACKENDS}; 'lean' needs dopri5 on one "
+                         "float64 CPU state without gradient")
+    pieces = np.array_split(np.arange(len(t)), min(chunks, max(1, len(t) - 1)))
+    if lean and backend != "torchdiffeq":
+        return _integrate_lean(rhs, y, np.asarray(t, dtype=np.float64), pieces, rtol=rtol,
+                               atol=atol, budget=max_steps * EVALUATIONS_PER_STEP[method],
+                               bound=bound, on_chunk=on_chunk)
+    from torchdiffeq import odeint  # imports scipy: only where this path runs
+
     times = torch.as_tensor(np.asarray(t, dtype=np.float64), dtype=y.dtype, device=y.device)
     func = _Guarded(rhs, batch, bound, y.device,
                     max_steps * EVALUATIONS_PER_STEP.get(method, 4))
@@ -131,7 +154,6 @@ def integrate(
                else {"step_size": step_size} if step_size else {})
     if method in ADAPTIVE and batch > 1:
         options["norm"] = _worst_member_rms
-    pieces = np.array_split(np.arange(len(times)), min(chunks, max(1, len(times) - 1)))
     out = [y]
     status = [Status.COMPLETE] * batch
     reached = 1
@@ -168,6 +190,39 @@ def integrate(
         last = np.flatnonzero(valid[:, b])[-1]
         ys[last + 1 :, b] = ys[last, b]
     return OdeSolution(t=np.asarray(t, dtype=np.float64), y=ys, valid=valid, status=status)
+
+
+def _integrate_lean(rhs: Rhs, y: torch.Tensor, t: np.ndarray, pieces: list[np.ndarray], *,
+                    rtol: float, atol: float, budget: int, bound: float,
+                    on_chunk: Callable[[float], None] | None) -> OdeSolution:
+    """The lean path of `integrate` for one state (1, P): the same pieces, each restarted
+    as torchdiffeq restarts them, so the two paths take the same steps."""
+    f = getattr(rhs, "numpy", None)
+    if f is None:
+        def f(v: np.ndarray) -> np.ndarray:
+            return rhs(torch.from_numpy(v)[None])[0].detach().numpy()
+
+    solver = Dopri5(f, rtol, atol, bound, budget)
+    rows = [y[0].numpy().copy()]
+    status = Status.COMPLETE
+    for piece in pieces:
+        idx = np.concatenate([[len(rows) - 1], piece[piece >= len(rows)]])
+        if len(idx) < 2:
+            continue
+        reached, status = solver.solve(rows[-1], t[idx])
+        rows.extend(reached)
+        if status != Status.COMPLETE:
+            break
+        if on_chunk is not None:
+            on_chunk(float(t[idx[-1]]))
+    n = len(rows)
+    if n == 1 and not (np.isfinite(rows[0]).all() and np.abs(rows[0]).max() <= bound):
+        n = 0  # diverged at the start: no valid row
+    rows.extend([rows[-1]] * (len(t) - len(rows)))
+    valid = np.zeros((len(t), 1), dtype=bool)
+    valid[:n] = True
+    return OdeSolution(t=t, y=torch.from_numpy(np.stack(rows))[:, None], valid=valid,
+                       status=[status])
 
 
 def _worst_member_rms(error: torch.Tensor) -> torch.Tensor:

@@ -412,30 +412,61 @@ class ReducedModel:
                             dtype=state.dtype)
 
     def rhs(self, hyper: Hyper) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states.
+        """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states, with a
+        `numpy` method on one (P,) array for the lean solver (dynamics.dopri5).
 
         A symbolic model evaluates one float64 CPU state on Python floats
         (`compile_scalar`), many times faster than tensor operations on one row."""
-        cache = {}
-
-        def f(state: torch.Tensor) -> torch.Tensor:
-            if (self._scalar_usable and state.shape[0] == 1 and state.dtype == torch.float64
-                    and state.device.type == "cpu" and not state.requires_grad):
-                out = self._scalar_rhs(state, hyper)
-                if out is not None:
-                    return out
-            key = (state.dtype, state.device)
-            if key not in cache:
-                cache[key] = torch.as_tensor(
-                    self.metric_inverse, dtype=state.dtype, device=state.device
-                )
-            return -self.gradient(state, hyper) @ cache[key]
-
-        return f
+        return _FlowRhs(self, hyper)
 
     def hessian(self, state: torch.Tensor, hyper: Hyper) -> torch.Tensor:
         """(P,) -> (P, P) Hessian of the loss (autograd through the compiled loss)."""
         return torch.func.hessian(lambda s: self.loss(s[None], hyper)[0])(state)
+
+
+class _FlowRhs:
+    """`ReducedModel.rhs` at fixed hyper-parameters."""
+
+    def __init__(self, model: ReducedModel, hyper: Hyper):
+        self.model, self.hyper = model, hyper
+        self._metric = {}  # (dtype, device) -> G^-1 as a tensor
+        negative = -np.asarray(model.metric_inverse, dtype=np.float64)
+        diagonal = np.diag(negative)
+        # -G^-1 g as a product with G^-1's diagonal where G is diagonal (the common case)
+        self._negative_metric = diagonal if np.array_equal(negative, np.diag(diagonal)) else negative
+        try:
+            self._hyper_values = [float(hyper[h]) for h in model.hyper]
+        except (LookupError, TypeError, ValueError, RuntimeError):  # hyper-parameter batches
+            self._hyper_values = None
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if (model._scalar_usable and state.shape[0] == 1 and state.dtype == torch.float64
+                and state.device.type == "cpu" and not state.requires_grad):
+            out = model._scalar_rhs(state, self.hyper)
+            if out is not None:
+                return out
+        key = (state.dtype, state.device)
+        if key not in self._metric:
+            self._metric[key] = torch.as_tensor(model.metric_inverse, dtype=state.dtype,
+                                                device=state.device)
+        return -model.gradient(state, self.hyper) @ self._metric[key]
+
+    def numpy(self, state: np.ndarray) -> np.ndarray:
+        """(P,) float64 -> (P,): on Python floats where the model allows, else tensors."""
+        model = self.model
+        if model._scalar_usable and self._hyper_values is not None:
+            try:
+                grad = np.array(model._scalar_grad(*state.tolist(), *self._hyper_values))
+            except (ArithmeticError, ValueError):  # overflow, domain error, division by zero
+                grad = None
+            except (NameError, TypeError):  # a function math lacks: tensors from now on
+                model._scalar_usable, grad = False, None
+            if grad is not None:
+                if self._negative_metric.ndim == 1:
+                    return self._negative_metric * grad
+                return self._negative_metric @ grad
+        return self(torch.from_numpy(state)[None])[0].detach().numpy()
 
 
 def stationary_point(model: ReducedModel, guess: torch.Tensor, hyper: Hyper,

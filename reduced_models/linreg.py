@@ -217,6 +217,13 @@ class CovariateSample:
     loss at (-omega, -mu), so the sample's loss keeps the population loss's symmetry
     L(omega, mu) = L(-omega, -mu) exactly, and with it the +- head symmetry of a
     symmetric start (an i.i.d. sample breaks it by O(n^-1/2)).
+
+    It also halves the isotropic loss's cost on such states: where the heads' (omega_h,
+    mu_h) are closed under negation (omega_pi(h) = -omega_h, mu_pi(h) = -mu_h for a
+    permutation pi, e.g. the +- pairs of `symmetric_start`), each mirror draw gives the
+    loss of its first-half twin, so the loss is the first half's mean, and its gradient
+    is (g_h - g_pi(h)) / 2 with g that of the first half's mean (exactly); used by the
+    analytic gradient and by the loss where autograd does not record.
     """
 
     def __init__(self, n: int, L: int, d: int, generator: torch.Generator,
@@ -234,14 +241,19 @@ class CovariateSample:
         if covariance is not None:
             chol = torch.linalg.cholesky(covariance.to(torch.float64).to(device))
             self.x, self.xq = self.x @ chol.T, self.xq @ chol.T
-        self._blocks = []
+        self._blocks, self._first_half = [], []
         if self.isotropic:
-            size = math.ceil(n / math.ceil(n * L / BLOCK))  # balanced, <= ~BLOCK scores each
             scores = torch.einsum("nld,nd->nl", self.x, self.xq)
             self._extremes = scores.aminmax(dim=-1)  # (n,) each: min_l s_l, max_l s_l
-            norms = (self.xq**2).sum(-1).split(size)
-            self._blocks = [_ScoreBlock(s, q, i * size, d)
-                            for i, (s, q) in enumerate(zip(scores.split(size), norms))]
+            norms = (self.xq**2).sum(-1)
+            # antithetic samples: the halves in separate blocks, so the first alone is at hand
+            halves = [(0, n // 2), (n // 2, n)] if antithetic else [(0, n)]
+            for start, stop in halves:
+                part = stop - start
+                size = math.ceil(part / math.ceil(part * L / BLOCK))  # <= ~BLOCK scores each
+                self._blocks += [_ScoreBlock(scores[at:at + size], norms[at:at + size], at, d)
+                                 for at in range(start, stop, size)]
+            self._first_half = self._blocks[:len(self._blocks) // 2] if antithetic else []
 
     def loss(self, omega: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:
         """(B, H) omega, mu -> (B,) MC estimate of the population MSE of the reduced predictor.
@@ -270,11 +282,42 @@ class CovariateSample:
         E_x[|r|^2 / d + sigma2 (sum_l w_l^2 + 1)] per draw."""
         return self._loss_of_weights(reduced_weights(omega, mu, self.x, self.xq), sigma2)
 
+    def _mirror(self, omega: torch.Tensor, mu: torch.Tensor) -> list[int] | None:
+        """The permutation pi with omega[:, pi] = -omega and mu[:, pi] = -mu in every row
+        (exactly), for an antithetic sample; else None."""
+        if not self.antithetic:
+            return None
+        first_o, first_m = omega[0].tolist(), mu[0].tolist()
+        pi = []
+        for o, m in zip(first_o, first_m):
+            match = [j for j, (oj, mj) in enumerate(zip(first_o, first_m))
+                     if oj == -o and mj == -m and j not in pi]
+            if not match:
+                return None
+            pi.append(match[0])
+        index = torch.tensor(pi, device=omega.device)
+        if torch.equal(omega[:, index], -omega) and torch.equal(mu[:, index], -mu):
+            return pi
+        return None
+
     def _rao_blackwell(self, omega, mu, sigma2, grad: bool) -> list[torch.Tensor]:
         """[(B,) loss] or, with grad, [d/d omega (B, H), d/d mu (B, H)], summed over the
-        blocks; rows go in groups so that a block's attention holds <= 4 heads' worth."""
+        blocks (the first half's alone on states closed under negation, see the class);
+        rows go in groups so that a block's attention holds <= 4 heads' worth."""
+        # not where autograd records: the first half's loss has the full loss's value on
+        # these states, not its derivatives
+        pi = None if torch.is_grad_enabled() and not grad else self._mirror(omega, mu)
+        if pi is None:
+            return self._block_sums(omega, mu, sigma2, grad, self._blocks)
+        out = self._block_sums(omega, mu, sigma2, grad, self._first_half)
+        if not grad:
+            return out
+        return [(g - g[:, pi]) / 2 for g in out]
+
+    def _block_sums(self, omega, mu, sigma2, grad: bool,
+                    blocks: list[_ScoreBlock]) -> list[torch.Tensor]:
         rows, heads = omega.shape
-        d, n = self.x.shape[-1], self.x.shape[0]
+        d, n = self.x.shape[-1], sum(b.scores.shape[1] for b in blocks)
         sigma2 = torch.as_tensor(sigma2, dtype=omega.dtype, device=omega.device)
         sigma2 = sigma2.reshape(-1, 1).expand(rows, 1)
         coef = (2 * ((d - 1) / d + sigma2))[:, :, None]
@@ -288,11 +331,11 @@ class CovariateSample:
             args = omega[part], mu[part]
             shifts = shift[r * heads:(r + group) * heads]
             if grad:
-                sums = zip(*(b.gradient(*args, coef[part], shifts) for b in self._blocks))
+                sums = zip(*(b.gradient(*args, coef[part], shifts) for b in blocks))
                 d_omega, d_mu = (sum(s) / n for s in sums)
                 out.append([mu[part] * d_omega, d_mu])
             else:
-                out.append([sum(b.loss(*args, sigma2[part], shifts) for b in self._blocks) / n])
+                out.append([sum(b.loss(*args, sigma2[part], shifts) for b in blocks) / n])
         return [torch.cat(parts) for parts in zip(*out)]
 
     def matrix_loss(self, kq: torch.Tensor, mu: torch.Tensor, sigma2) -> torch.Tensor:

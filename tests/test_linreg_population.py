@@ -133,3 +133,24 @@ def test_population_flow_from_a_tiny_symmetric_start_stays_symmetric():
     assert flow.status == "complete"
     assert abs(mu.sum()) < 1e-3 * np.abs(mu).sum()
     assert np.abs(mu).min() > 1.0                       # it escaped the origin as a +- pair
+
+
+def test_mirror_symmetric_states_use_half_the_antithetic_sample_exactly():
+    """On states whose heads are closed under negation the loss and gradient come from the
+    first half of an antithetic sample; they equal the full sample's to rounding, and
+    autograd through the loss still gives the full sample's derivative."""
+    sample = linreg.CovariateSample(600, 12, 4, torch.Generator().manual_seed(4),
+                                    antithetic=True)
+    omega = torch.tensor([[0.4, -0.4, 0.0], [1.3, -1.3, 0.0]], dtype=torch.float64)
+    mu = torch.tensor([[0.7, -0.7, 0.0], [0.2, -0.2, 0.0]], dtype=torch.float64)
+    assert sample._mirror(omega, mu) == [1, 0, 2]
+    full = [sample._block_sums(omega, mu, 0.3, grad, sample._blocks) for grad in (False, True)]
+    assert torch.allclose(sample.loss(omega, mu, 0.3), full[0][0], rtol=1e-13, atol=0)
+    for fast, slow in zip(sample.loss_gradient(omega, mu, 0.3), full[1]):
+        assert torch.allclose(fast, slow, rtol=1e-12, atol=1e-15)
+    x = omega.clone().requires_grad_(True)
+    sample.loss(x, mu, 0.3).sum().backward()
+    assert torch.allclose(x.grad, full[1][0], rtol=1e-12, atol=1e-15)
+    broken = omega.clone()
+    broken[0, 0] += 1e-9
+    assert sample._mirror(broken, mu) is None
