@@ -18,6 +18,7 @@ Outcomes, as in `integrate`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -53,9 +54,9 @@ class Stop(Exception):
         self.status = status
 
 
-def _rms(x: np.ndarray) -> np.float64:
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.sqrt(np.mean(x * x))
+def _rms(x: np.ndarray) -> float:
+    """Root mean square (inf where the squares overflow, as the plain formula gives)."""
+    return math.sqrt(float(x @ x) / x.shape[0])
 
 
 class Dopri5:
@@ -78,7 +79,9 @@ class Dopri5:
             raise Stop(Status.STALLED)
         self.evaluations += 1
         dy = np.asarray(self.f(y), dtype=np.float64)
-        if checked and not (np.isfinite(dy).all() and np.abs(y).max(initial=0.0) <= self.bound):
+        # a finite sum means finite entries (else the exact test); NaN fails both comparisons
+        if checked and not ((math.isfinite(float(dy.sum())) or np.isfinite(dy).all())
+                            and y.max() <= self.bound and -y.min() <= self.bound):
             raise Stop(Status.DIVERGED)
         return dy
 
@@ -86,10 +89,10 @@ class Dopri5:
         """Hairer-Norsett-Wanner's starting step (order 4 for the error estimate)."""
         with np.errstate(all="ignore"):  # IEEE arithmetic: absurd tolerances give NaN, not raise
             scale = self.atol + np.abs(y0) * self.rtol
-            d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+            d0, d1 = np.float64(_rms(y0 / scale)), np.float64(_rms(f0 / scale))
             h0 = np.float64(1e-6) if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
             f1 = self._eval(y0 + h0 * f0, checked=False)
-            d2 = abs(_rms((f1 - f0) / scale) / h0)
+            d2 = abs(np.float64(_rms((f1 - f0) / scale)) / h0)
             if d1 <= 1e-15 and d2 <= 1e-15:
                 h1 = max(np.float64(1e-6), h0 * 1e-3)
             else:
@@ -103,19 +106,24 @@ class Dopri5:
             f0 = self._eval(y0)
             dt = self._first_step(y0, f0)
             t0 = t1 = float(times[0])
-            y = y0
-            coeffs = [y0] * 5
-            stages = np.empty((7, y0.shape[0]))
+            y = y_prev = y0
+            # stage buffers: the last accepted step's and the next trial's (swapped on
+            # acceptance); the dense output is fitted only when an output time needs it
+            trial, accepted = np.empty((7, y0.shape[0])), None
+            coeffs, fitted_for = [y0] * 5, None
             for target in times[1:]:
                 target = float(target)
                 while target > t1:
-                    if not (abs(dt) < np.inf and t1 + dt > t1):  # NaN, inf or underflow
+                    if not (abs(dt) < math.inf and t1 + dt > t1):  # NaN, inf or underflow
                         raise Stop(Status.STALLED)
-                    y_new, error_ratio = self._step(y, f0, dt, stages)
+                    y_new, error_ratio = self._step(y, f0, dt, trial)
                     if error_ratio <= 1:
-                        coeffs = self._fit(y, y_new, stages, dt)
-                        t0, t1, y, f0 = t1, t1 + dt, y_new, stages[6].copy()
+                        trial, accepted = (accepted if accepted is not None
+                                           else np.empty_like(trial)), trial
+                        t0, t1, y_prev, y, f0, step = t1, t1 + dt, y, y_new, accepted[6], dt
                     dt = _next_step(dt, error_ratio)
+                if accepted is not None and fitted_for != t1:
+                    coeffs, fitted_for = self._fit(y_prev, y, accepted, step), t1
                 out.append(_evaluate(coeffs, t0, t1, target))
         except Stop as stop:
             return out, stop.status
@@ -149,12 +157,10 @@ def _next_step(dt: float, error_ratio: float) -> float:
     after an accepted step)."""
     if error_ratio == 0:
         return dt * GROW
-    shrink = 1.0 if error_ratio < 1 else SHRINK
-    with np.errstate(all="ignore"):
-        factor = SAFETY / error_ratio ** (1 / ORDER)
-    if np.isnan(factor):
-        return float("nan")
-    return dt * min(GROW, max(factor, shrink))
+    factor = SAFETY / error_ratio ** (1 / ORDER)
+    if math.isnan(factor):
+        return math.nan
+    return dt * min(GROW, max(factor, 1.0 if error_ratio < 1 else SHRINK))
 
 
 def _evaluate(coeffs: list[np.ndarray], t0: float, t1: float, t: float) -> np.ndarray:

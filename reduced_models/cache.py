@@ -4,8 +4,9 @@ differentiates and compiles the same model again.
 What is cached: a model's numeric lift (Jacobian, offset), the shapes of its
 observables, and the Python source sympy generates for its compiled functions,
 with the library objects that source refers to by name. Loading rebuilds those
-functions from the parsed source (`rebuild`: arithmetic and calls of torch or
-math functions only; no text is evaluated); no sympy is involved.
+functions from the parsed source (`rebuild`: a syntax tree checked to hold
+arithmetic and calls of torch or math functions only, then compiled); no sympy
+is involved.
 
 The key hashes what the model is built from: the builder callables (module,
 qualified name, the values they close over and their defaults), the blocks of
@@ -29,7 +30,6 @@ import functools
 import hashlib
 import importlib
 import json
-import operator
 import os
 import sys
 import tempfile
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 FORMAT = 1  # of the cached files; part of the key
+SOURCE_NAME = "<icl-dynamics model cache>"  # file name of the functions rebuilt from it
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -212,18 +213,18 @@ def _locate(name: str, value: Any) -> list[str]:
     raise Uncacheable(f"generated code refers to {name} = {value!r}")
 
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod,
-           ast.FloorDiv: operator.floordiv}
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.Mod, ast.FloorDiv)
+_UNARY = (ast.USub, ast.UAdd)
 
 
 def rebuild(art: dict) -> Callable:
-    """The function `generated` described, rebuilt from its source without sympy and
-    without evaluating text: the source is parsed, and only assignments, arithmetic,
-    calls of the library objects it names and lists are turned into nested closures that
-    perform the same operations in the same order (so the same numbers). Anything else
-    raises Uncacheable."""
+    """The function `generated` described, rebuilt from its source without sympy: the
+    source is parsed, the syntax tree is checked to hold only assignments, arithmetic,
+    calls of the library objects it names and lists (anything else raises Uncacheable),
+    and that checked tree is compiled, so it performs the same operations in the same
+    order (the same numbers) at the speed of the function sympy generated. (Its
+    globals keep the standard builtins, which torch's C code looks up when it imports;
+    the checked code itself can name nothing but its locals and those objects.)"""
     namespace = {}
     for name, where in art["names"].items():
         if where[0] == "=":
@@ -236,64 +237,65 @@ def rebuild(art: dict) -> Callable:
             namespace[name] = importlib.import_module(where[0])
         else:
             namespace[name] = getattr(importlib.import_module(where[0]), where[1])
-    (function,) = ast.parse(art["source"]).body
+    tree = ast.parse(art["source"])
+    (function,) = tree.body
     if not isinstance(function, ast.FunctionDef):
         raise Uncacheable("not a function")
-    params = [a.arg for a in function.args.args]
-    local = set(params)
-    steps, result = [], None
+    args = function.args
+    if (function.decorator_list or function.returns or args.vararg or args.kwarg
+            or args.defaults or args.kw_defaults or args.kwonlyargs or args.posonlyargs
+            or any(a.annotation for a in args.args)):
+        raise Uncacheable("a signature beyond plain positional arguments")
+    local = {a.arg for a in args.args}
+    returned = False
     for statement in function.body:
         if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name) and result is None):
-            steps.append((statement.targets[0].id, _closure(statement.value, local, namespace)))
+                and isinstance(statement.targets[0], ast.Name) and not returned):
+            _check(statement.value, local, namespace)
             local.add(statement.targets[0].id)
-        elif isinstance(statement, ast.Return) and result is None:
-            result = _closure(statement.value, local, namespace)
+        elif isinstance(statement, ast.Return) and not returned and statement.value:
+            _check(statement.value, local, namespace)
+            returned = True
         else:
             raise Uncacheable(f"statement {type(statement).__name__} in generated code")
-    if result is None:
+    if not returned:
         raise Uncacheable("generated code returns nothing")
-
-    def call(*values):
-        env = dict(zip(params, values))
-        for name, step in steps:
-            env[name] = step(env)
-        return result(env)
-
-    return call
+    scope = dict(namespace)
+    exec(compile(tree, SOURCE_NAME, "exec"), scope)  # noqa: S102 (checked tree)
+    return scope[function.name]
 
 
-def _closure(node: ast.AST, local: set[str], namespace: dict) -> Callable[[dict], Any]:
-    """env -> the value of expression node (see `rebuild`)."""
+def _check(node: ast.AST, local: set[str], namespace: dict) -> None:
+    """Raise Uncacheable unless expression node is arithmetic on numbers, local names and
+    the library objects of namespace, calls of those, and lists (see `rebuild`)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        value = node.value
-        return lambda env: value
+        return
     if isinstance(node, ast.Name):
-        name = node.id
-        if name in local:
-            return lambda env: env[name]
-        if name in namespace:
-            value = namespace[name]
-            return lambda env: value
-        raise Uncacheable(f"unknown name {name} in generated code")
+        if node.id not in local and node.id not in namespace:
+            raise Uncacheable(f"unknown name {node.id} in generated code")
+        return
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
         module = namespace.get(node.value.id)
         if not isinstance(module, types.ModuleType) or module.__name__ not in _LIBRARIES:
             raise Uncacheable(f"attribute of {node.value.id} in generated code")
-        value = getattr(module, node.attr)
-        return lambda env: value
+        if not hasattr(module, node.attr) or node.attr.startswith("_"):
+            raise Uncacheable(f"attribute {node.attr} of {node.value.id} in generated code")
+        return
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        op, left, right = (_BINARY[type(node.op)], _closure(node.left, local, namespace),
-                           _closure(node.right, local, namespace))
-        return lambda env: op(left(env), right(env))
+        _check(node.left, local, namespace)
+        _check(node.right, local, namespace)
+        return
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        op, operand = _UNARY[type(node.op)], _closure(node.operand, local, namespace)
-        return lambda env: op(operand(env))
+        _check(node.operand, local, namespace)
+        return
     if isinstance(node, ast.Call) and not node.keywords:
-        fn = _closure(node.func, local, namespace)
-        args = [_closure(a, local, namespace) for a in node.args]
-        return lambda env: fn(env)(*[a(env) for a in args])
+        for child in (node.func, *node.args):
+            if isinstance(child, ast.Starred):
+                raise Uncacheable("starred argument in generated code")
+            _check(child, local, namespace)
+        return
     if isinstance(node, (ast.List, ast.Tuple)):
-        items = [_closure(e, local, namespace) for e in node.elts]
-        return lambda env: [item(env) for item in items]
+        for e in node.elts:
+            _check(e, local, namespace)
+        return
     raise Uncacheable(f"{type(node).__name__} in generated code")
