@@ -2,8 +2,8 @@
 
 The state has a batch dimension: y is (B, P), so many initial points or
 hyper-parameter points integrate as one call. Two paths (`backend`):
-- "lean" (`dynamics.dopri5`): Dormand-Prince on one float64 CPU state held in
-  numpy, at a few microseconds per step besides the right-hand side; it takes
+- "lean" (`dynamics.dopri5`): Dormand-Prince on one float64 CPU state held as
+  Python floats, at a few microseconds per step besides the right-hand side; it takes
   torchdiffeq's dopri5 steps (same rules), so both agree to rounding;
 - "torchdiffeq": every method, batches, other devices and dtypes, and
   differentiation through the solver.
@@ -126,8 +126,8 @@ def integrate(
       that a stall keeps everything before the failing piece
     - on_chunk: called with the time reached after each piece (progress)
     - backend: "lean", "torchdiffeq" or "auto" (lean for dopri5 on one float64 CPU state
-      that needs no gradient, else torchdiffeq). An rhs with a `numpy` attribute,
-      (P,) array -> (P,) array, is evaluated through it on the lean path.
+      that needs no gradient, else torchdiffeq). An rhs with an `on_floats` method,
+      list of P floats -> list of P floats, is evaluated through it on the lean path.
 
     A member frozen during a chunk in which the solver then fails is "stalled", not
     "diverged": its non-finite state may be a trial stage of the failing step control
@@ -197,31 +197,32 @@ def _integrate_lean(rhs: Rhs, y: torch.Tensor, t: np.ndarray, pieces: list[np.nd
                     on_chunk: Callable[[float], None] | None) -> OdeSolution:
     """The lean path of `integrate` for one state (1, P): the same pieces, each restarted
     as torchdiffeq restarts them, so the two paths take the same steps."""
-    f = getattr(rhs, "numpy", None)
+    f = getattr(rhs, "on_floats", None)
     if f is None:
-        def f(v: np.ndarray) -> np.ndarray:
-            return rhs(torch.from_numpy(v)[None])[0].detach().numpy()
+        def f(v: list[float]) -> list[float]:
+            return rhs(torch.tensor([v], dtype=torch.float64))[0].tolist()
 
     solver = Dopri5(f, rtol, atol, bound, budget)
-    rows = [y[0].numpy().copy()]
+    times = t.tolist()
+    rows = [y[0].tolist()]
     status = Status.COMPLETE
     for piece in pieces:
-        idx = np.concatenate([[len(rows) - 1], piece[piece >= len(rows)]])
+        idx = [len(rows) - 1] + [i for i in piece.tolist() if i >= len(rows)]
         if len(idx) < 2:
             continue
-        reached, status = solver.solve(rows[-1], t[idx])
+        reached, status = solver.solve(rows[-1], [times[i] for i in idx])
         rows.extend(reached)
         if status != Status.COMPLETE:
             break
         if on_chunk is not None:
-            on_chunk(float(t[idx[-1]]))
+            on_chunk(times[idx[-1]])
     n = len(rows)
-    if n == 1 and not (np.isfinite(rows[0]).all() and np.abs(rows[0]).max() <= bound):
+    if n == 1 and not all(math.isfinite(v) and abs(v) <= bound for v in rows[0]):
         n = 0  # diverged at the start: no valid row
     rows.extend([rows[-1]] * (len(t) - len(rows)))
     valid = np.zeros((len(t), 1), dtype=bool)
     valid[:n] = True
-    return OdeSolution(t=t, y=torch.from_numpy(np.stack(rows))[:, None], valid=valid,
+    return OdeSolution(t=t, y=torch.tensor(rows, dtype=torch.float64)[:, None], valid=valid,
                        status=[status])
 
 

@@ -412,8 +412,9 @@ class ReducedModel:
                             dtype=state.dtype)
 
     def rhs(self, hyper: Hyper) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states, with a
-        `numpy` method on one (P,) array for the lean solver (dynamics.dopri5).
+        """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states, with an
+        `on_floats` method on one state as a list of floats for the lean solver
+        (dynamics.dopri5).
 
         A symbolic model evaluates one float64 CPU state on Python floats
         (`compile_scalar`), many times faster than tensor operations on one row."""
@@ -432,8 +433,10 @@ class _FlowRhs:
         self._metric = {}  # (dtype, device) -> G^-1 as a tensor
         negative = -np.asarray(model.metric_inverse, dtype=np.float64)
         diagonal = np.diag(negative)
-        # -G^-1 g as a product with G^-1's diagonal where G is diagonal (the common case)
-        self._negative_metric = diagonal if np.array_equal(negative, np.diag(diagonal)) else negative
+        # -G^-1 g with G^-1's diagonal alone where G is diagonal (the common case)
+        self._negative_diagonal = (diagonal.tolist() if np.array_equal(negative, np.diag(diagonal))
+                                   else None)
+        self._negative_rows = negative.tolist()
         try:
             self._hyper_values = [float(hyper[h]) for h in model.hyper]
         except (LookupError, TypeError, ValueError, RuntimeError):  # hyper-parameter batches
@@ -452,21 +455,22 @@ class _FlowRhs:
                                                 device=state.device)
         return -model.gradient(state, self.hyper) @ self._metric[key]
 
-    def numpy(self, state: np.ndarray) -> np.ndarray:
-        """(P,) float64 -> (P,): on Python floats where the model allows, else tensors."""
+    def on_floats(self, state: list[float]) -> list[float]:
+        """One state as P floats -> its P derivatives (the lean solver's interface): on
+        Python floats where the model allows, else through tensors."""
         model = self.model
         if model._scalar_usable and self._hyper_values is not None:
             try:
-                grad = np.array(model._scalar_grad(*state.tolist(), *self._hyper_values))
+                grad = model._scalar_grad(*state, *self._hyper_values)
             except (ArithmeticError, ValueError):  # overflow, domain error, division by zero
                 grad = None
             except (NameError, TypeError):  # a function math lacks: tensors from now on
                 model._scalar_usable, grad = False, None
             if grad is not None:
-                if self._negative_metric.ndim == 1:
-                    return self._negative_metric * grad
-                return self._negative_metric @ grad
-        return self(torch.from_numpy(state)[None])[0].detach().numpy()
+                if self._negative_diagonal is not None:
+                    return [m * g for m, g in zip(self._negative_diagonal, grad)]
+                return [sum(m * g for m, g in zip(row, grad)) for row in self._negative_rows]
+        return self(torch.tensor([state], dtype=torch.float64))[0].tolist()
 
 
 def stationary_point(model: ReducedModel, guess: torch.Tensor, hyper: Hyper,

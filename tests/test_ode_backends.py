@@ -63,19 +63,19 @@ def test_the_lean_path_is_taken_only_where_it_applies():
         integrate(lambda v: -v, y[:1], T, backend="scipy")
 
 
-def test_a_numpy_right_hand_side_is_used_on_the_lean_path():
-    """An rhs with a `numpy` method is evaluated through it (no tensor per call)."""
-    calls = {"numpy": 0, "tensor": 0}
+def test_a_float_right_hand_side_is_used_on_the_lean_path():
+    """An rhs with an `on_floats` method is evaluated through it (no tensor per call)."""
+    calls = {"floats": 0, "tensor": 0}
 
     class Decay:
         def __call__(self, y):
             calls["tensor"] += 1
             return -y
 
-        def numpy(self, y):
-            calls["numpy"] += 1
-            return -y
+        def on_floats(self, y):
+            calls["floats"] += 1
+            return [-v for v in y]
 
     sol = integrate(Decay(), torch.ones(1, 1, dtype=torch.float64), T)
-    assert calls["tensor"] == 0 and calls["numpy"] > 0
+    assert calls["tensor"] == 0 and calls["floats"] > 0
     assert np.allclose(sol.y[:, 0, 0].numpy(), np.exp(-T), rtol=1e-6)
