@@ -4,7 +4,9 @@ Engine: `icldyn run linreg --no-sgd --no-plot` in a fresh process, the default
 config (the symbolic Lt flow and the Monte-Carlo population flow to t = 20),
 writing to one file, as a user repeating the command does: the compiled
 reduced models come from the on-disk cache (reduced_models/cache.py, here a
-temporary directory filled by the warm-up run).
+temporary directory filled by the warm-up run), and so does Python's bytecode
+(written as Python does by default, here under a temporary PYTHONPYCACHEPREFIX,
+whatever PYTHONDONTWRITEBYTECODE the caller has set).
 Baseline: `python -c "import torch, h5py"` in a fresh process, the floor of
 any run.
 Both are timed alternately as whole processes (wall clock, start to exit).
@@ -36,8 +38,11 @@ IMPORTS = ["-c", "import torch, h5py"]
 
 
 def environment(cache: str) -> dict:
-    return {**os.environ, "PYTHONPATH": ROOT, "ICLDYN_CACHE": cache, "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": ROOT, "ICLDYN_CACHE": cache, "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1",
+           "PYTHONPYCACHEPREFIX": os.path.join(os.path.dirname(cache), "bytecode")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def process(args: list[str], env: dict) -> tuple[float, str]:
