@@ -7,11 +7,13 @@ hyper-parameter points integrate as one call. Two paths (`backend`):
   torchdiffeq's dopri5 steps (same rules), so both agree to rounding;
 - "torchdiffeq": every method, batches, other devices and dtypes, and
   differentiation through the solver.
-"auto" (the default) takes the lean path wherever it applies. A member whose state leaves
-the bound or whose right-hand side stops being finite is frozen there and
-marked "diverged"; a solver that fails (step size underflow, or the step
-budget of the whole integration spent) marks the members still running
-"stalled" at the start of the failing chunk. Neither raises.
+"auto" (the default) takes the lean path wherever it applies.
+
+A member whose state leaves the bound or whose right-hand side stops being
+finite is frozen there and marked "diverged"; a solver that fails (step size
+underflow, or the step budget of the whole integration spent) marks the
+members still running "stalled", keeping the output times reached (on the
+torchdiffeq path: those before the failing chunk). Neither raises.
 
 Error control is per member: the adaptive solver shares one step size across
 the batch, and its error norm is the largest of the members' RMS norms, so
@@ -122,8 +124,9 @@ def integrate(
     - bound: a state entry beyond it in absolute value counts as divergence
     - step_size: the step of a fixed-grid method ("rk4", "euler", ...); adaptive
       methods ignore it
-    - chunks: the output grid is integrated in this many consecutive pieces, so
-      that a stall keeps everything before the failing piece
+    - chunks: the output grid is integrated in this many consecutive pieces (each a
+      restart of the solver), so that a stall on the torchdiffeq path keeps everything
+      before the failing piece
     - on_chunk: called with the time reached after each piece (progress)
     - backend: "lean", "torchdiffeq" or "auto" (lean for dopri5 on one float64 CPU state
       that needs no gradient, else torchdiffeq). An rhs with an `on_floats` method,
