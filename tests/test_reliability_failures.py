@@ -119,8 +119,9 @@ def test_show_into_a_closed_pipe_is_silent(stored, tmp_path):
 def test_ctrl_c_is_one_line_and_keeps_the_file(stored, tmp_path):
     out = tmp_path / "r.h5"
     out.write_bytes(stored.read_bytes())
-    proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--set",
-                             "checkpoint_every=20", "--out", str(out)],
+    # t_max 60: 6000 SGD steps, so that the interrupt lands in SGD even on a loaded machine
+    proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--set", "t_max=60",
+                             "--set", "checkpoint_every=20", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             cwd=ROOT)
     deadline = time.monotonic() + 120
