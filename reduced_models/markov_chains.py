@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -63,19 +64,29 @@ def sample_sequences(
     """
     n, n_rows, vocab = kernels.shape
     burn_in = max(parents)
-    # Inverse-CDF sampling from one block of uniforms: a few tensor ops per position.
-    cdf = kernels.cumsum(-1).reshape(n * n_rows, vocab)
-    cdf[:, -1] = 2.0  # above any uniform draw: rounding in the cumsum never yields `vocab`
-    uniform = torch.rand((n, length), generator=generator, dtype=torch.float64)
-    tokens = torch.empty((n, length), dtype=torch.int64)
+    # Inverse-CDF sampling from one block of uniforms. The loop over positions runs on
+    # numpy arrays (time-major, so each position is a contiguous row): a few small array
+    # operations per position, without torch's per-operation dispatch.
+    # Columns 0 .. vocab - 2 of the kernels' CDFs, one flat array per column (the last is 1:
+    # never below a draw): token = number of columns at or below the draw.
+    columns = kernels.cumsum(-1).reshape(n * n_rows, vocab)[:, :-1].T.contiguous().numpy()
+    uniform = np.ascontiguousarray(
+        torch.rand((n, length), generator=generator, dtype=torch.float64).numpy().T)
+    tokens = np.empty((length, n), dtype=np.int64)
     head = min(burn_in, length)
-    tokens[:, :head] = (uniform[:, :head] * vocab).long().clamp(max=vocab - 1)
-    offsets = torch.tensor(parents)
-    first_row = torch.arange(n) * n_rows
+    tokens[:head] = np.minimum((uniform[:head] * vocab).astype(np.int64), vocab - 1)
+    first_row = np.arange(n, dtype=np.int64) * n_rows
+    weights = [vocab ** (len(parents) - 1 - j) for j in range(len(parents))]  # history_index
+    rows = np.empty(n, dtype=np.int64)
     for t in range(burn_in, length):
-        rows = first_row + history_index(tokens[:, t - offsets], vocab)
-        tokens[:, t] = (uniform[:, t, None] >= cdf[rows]).sum(-1)
-    return tokens
+        np.copyto(rows, first_row)
+        for p, weight in zip(parents, weights):
+            rows += weight * tokens[t - p]
+        drawn = tokens[t]
+        drawn[:] = 0
+        for column in columns:
+            drawn += uniform[t] >= column.take(rows)
+    return torch.from_numpy(np.ascontiguousarray(tokens.T))
 
 
 def one_hot_inputs(
