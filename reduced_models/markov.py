@@ -234,12 +234,24 @@ def chi2_table(
     modified: bool = True,
 ) -> dict[str, np.ndarray]:
     """I(S) per kernel: {label: (n_kernels,) float64} over `candidate_sets`."""
+    return chi2_tables(kernels, parents, window, degree, (modified,))[0]
+
+
+def chi2_tables(
+    kernels: torch.Tensor,
+    parents: tuple[int, ...],
+    window: int,
+    degree: int,
+    modes: tuple[bool, ...],
+) -> list[dict[str, np.ndarray]]:
+    """`chi2_table` for each `modified` flag in modes, from one stationary law per kernel."""
     sets = candidate_sets(window, degree)
-    values = np.empty((len(sets), len(kernels)))
+    values = np.empty((len(modes), len(sets), len(kernels)))
     for i, kernel in enumerate(kernels):
         joint = next_token_joint(kernel, parents, window)
-        values[:, i] = [chi2_from_joint(joint, s, modified) for s in sets]
-    return {set_label(s): row for s, row in zip(sets, values)}
+        for m, modified in enumerate(modes):
+            values[m, :, i] = [chi2_from_joint(joint, s, modified) for s in sets]
+    return [{set_label(s): row for s, row in zip(sets, table)} for table in values]
 
 
 def expected_chi2_mi(
@@ -256,12 +268,25 @@ def expected_chi2_mi(
 
     stderr is the standard error of the mean over n_chains kernels.
     """
+    return expected_chi2_mis(vocab, parents, alpha, window, degree, n_chains, generator,
+                             (modified,))[0]
+
+
+def expected_chi2_mis(
+    vocab: int,
+    parents: tuple[int, ...],
+    alpha: float,
+    window: int,
+    degree: int,
+    n_chains: int,
+    generator: torch.Generator,
+    modes: tuple[bool, ...],
+) -> list[dict[str, tuple[float, float]]]:
+    """`expected_chi2_mi` for each `modified` flag in modes, over the same kernels."""
     kernels = sample_kernels(n_chains, vocab, len(parents), alpha, generator)
-    table = chi2_table(kernels, parents, window, degree, modified)
-    return {
-        label: (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))))
-        for label, v in table.items()
-    }
+    return [{label: (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))))
+             for label, v in table.items()}
+            for table in chi2_tables(kernels, parents, window, degree, modes)]
 
 
 def best_set(expected: dict[str, tuple[float, float]]) -> tuple[int, ...]:
