@@ -38,6 +38,7 @@ authors' variant -log softmax(y_hat)[x_(L+1)] over all sequences.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,11 +178,28 @@ class WindowCounts:
     def __len__(self) -> int:
         return len(self.target)
 
+    @functools.cached_property
+    def visited(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The patterns each sequence visits, packed to the K most one sequence visits:
+        (n, K) positions query x P + y in a flattened (P, P) logit table, (n, K) log N_y
+        and (n, vocab, K) N_y(e) / N_y. A sequence with fewer than K fills up with
+        patterns it never visits (log N_y = -inf: weight 0)."""
+        seen = torch.isfinite(self.log_visits)
+        width = max(int(seen.sum(1).max()), 1)
+        pattern = torch.argsort((~seen).to(torch.uint8), dim=1, stable=True)[:, :width]
+        ratio = self.ratio.gather(1, pattern[..., None].expand(-1, -1, self.ratio.shape[-1]))
+        return (self.query[:, None] * seen.shape[1] + pattern,
+                self.log_visits.gather(1, pattern), ratio.transpose(1, 2).contiguous())
+
     def predict(self, logit_table: torch.Tensor) -> torch.Tensor:
         """y_hat (B, n, vocab) for logits (B, P, P): entry [z, y] is the classifier's logit
-        a k(query, key) between a query of pattern z and a key of pattern y."""
-        logits = logit_table[:, self.query, :] + self.log_visits
-        return torch.einsum("bnp,npe->bne", torch.softmax(logits, -1), self.ratio)
+        a k(query, key) between a query of pattern z and a key of pattern y.
+
+        Sums over the patterns each sequence visits only (`visited`): the same softmax,
+        without the terms that weigh exactly 0."""
+        position, log_visits, ratio = self.visited
+        logits = logit_table.reshape(logit_table.shape[0], -1)[:, position] + log_visits
+        return (torch.softmax(logits, -1)[:, :, None, :] * ratio).sum(-1)
 
     def predict_by_token(self, logit_table: torch.Tensor) -> torch.Tensor:
         """y_hat (B, n, vocab) for logits (B, P, P, vocab) that also depend on the key's own
