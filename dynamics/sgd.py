@@ -15,7 +15,7 @@ from .trajectory import BLOWUP_FACTOR, Trajectory
 def train(
     model: torch.nn.Module,
     batch_loss: Callable[[int], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer,
     record_steps: np.ndarray,
     observe: Callable[[], dict[str, np.ndarray]],
     time_per_step: float,
@@ -29,6 +29,8 @@ def train(
 
     Args:
     - model: the network (its parameters are the optimizer's)
+    - optimizer: a torch optimizer or dynamics.fit.PlainSGD (zero_grad, step, state_dict,
+      load_state_dict)
     - batch_loss: step -> loss on that step's minibatch (draws the batch): a scalar,
       or a (K,) vector for an Ensemble of K copies (the step descends its sum)
     - record_steps: (T,) increasing steps at which to record; step s is recorded
