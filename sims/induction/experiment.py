@@ -29,7 +29,7 @@ from dynamics.tables import Headline
 from reduced_models import induction as theory
 from reduced_models.markov import (
     best_set,
-    expected_chi2_mi,
+    expected_chi2_mis,
     gih_optimal_a,
     set_label,
 )
@@ -40,9 +40,8 @@ from .config import INDUCTION as SCHEMA
 from .full_network import FullInductionNet, position_law, project_full
 from .generalise import evaluate, limit_predictor, network_predictor
 from .network import SimplifiedInductionNet, project
-from .plots import plot_induction
 from .stages import edge_of_stability, stage_figures
-from .training import flow_segments, schedule, total_steps, train_schedule
+from .training import flow_segments, schedule, train_schedule
 
 MAX_STEPS = 2_000_000
 DRIFT_SAMPLES = 1000  # sequences over which SGD's gradient moments are averaged (`corrected`)
@@ -214,6 +213,8 @@ class InductionExperiment(Experiment):
         return RunResult(trajs, summary, extra)
 
     def plot(self, path: str, run_id: str, out: str | None = None) -> str:
+        from .plots import plot_induction  # matplotlib only when a figure is drawn
+
         return plot_induction(path, run_id, out)
 
 
@@ -244,8 +245,8 @@ def chi2_information(config: dict, seed: int) -> tuple[dict, dict]:
     each, over the same mi_chains kernels."""
     args = (config["vocab"], tuple(sorted(config["parents"])), config["alpha"],
             shape_of(config).span, config["degree"], config["mi_chains"])
-    return (expected_chi2_mi(*args, generator(seed), modified=True),
-            expected_chi2_mi(*args, generator(seed), modified=False))
+    modified, standard = expected_chi2_mis(*args, generator(seed), (True, False))
+    return modified, standard
 
 
 class FlowSetup:
@@ -307,17 +308,14 @@ def train_network(net, config: dict, stages: list, eval_counts, observe, gen, na
         with torch.no_grad():
             return {k: v.cpu().numpy() for k, v in observe().items()}
 
-    with bar(total_steps(stages), name, unit="step") as progress:
-        traj = train_schedule(net, stages, config["records"], batch_loss, read, eval_loss,
-                              on_step=lambda s: progress.update(1), checkpoint_name=name,
-                              generators=[gen])
     kind = "simplified" if isinstance(net, SimplifiedInductionNet) else "full"
     source = (f"drawn from a fixed set of {config['train_size']}" if config["train_size"]
               else "fresh")
     per_step = (f"full-batch GD on a fixed set of {config['train_size']} sequences"
                 if config["full_batch"] else f"{config['batch']} sequences per step, {source}")
     options = "".join(f", {k}" for k in ("empty_set", "shifted") if config[k])
-    traj.attrs["model"] = (f"{kind} TF(M={config['window']}, H={config['heads']}, d={V}, "
-                           f"D={config['degree']}{options}), plain SGD ({config['schedule']}), "
-                           f"{per_step}; loss on the {len(eval_counts)} Monte-Carlo sequences")
-    return traj
+    model = (f"{kind} TF(M={config['window']}, H={config['heads']}, d={V}, "
+             f"D={config['degree']}{options}), plain SGD ({config['schedule']}), "
+             f"{per_step}; loss on the {len(eval_counts)} Monte-Carlo sequences")
+    return train_schedule(net, stages, config["records"], batch_loss, read, eval_loss,
+                          name=name, model=model, generators=[gen])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dynamics.sgd import train
+from dynamics.fit import fit
 from dynamics.times import record_times
 from dynamics.trajectory import Trajectory
 
@@ -44,10 +44,6 @@ def schedule(config: dict) -> list[Stage]:
     return [Stage(b, (b,), config[f"lr_{b}"], config[f"t_{b}"]) for b in BLOCKS]
 
 
-def total_steps(stages: list[Stage]) -> int:
-    return sum(round(s.length / s.lr) for s in stages)
-
-
 def flow_segments(stages: list[Stage], manifold, records: int) -> tuple[list, list]:
     """Time grids (absolute, each starting where the previous ends) and (P,) masks of the
     moving state entries, one per stage, for `integrate_log_selector`."""
@@ -64,26 +60,26 @@ def flow_segments(stages: list[Stage], manifold, records: int) -> tuple[list, li
 
 
 def train_schedule(net: torch.nn.Module, stages: list[Stage], records: int, batch_loss,
-                   observe, eval_loss, on_step=None, checkpoint_name: str = "sgd",
+                   observe, eval_loss, name: str = "sgd", model: str = "",
                    generators=()) -> Trajectory:
-    """Plain SGD through the stages; one "sgd" Trajectory on the common time axis.
+    """Plain SGD through the stages (dynamics.fit.fit, one per stage); one "sgd" Trajectory
+    on the common time axis, with attribute "model" = model.
 
     net.BLOCKS maps each block to the names of its parameters; parameters outside a
     stage's blocks are frozen (no gradient) during it. batch_loss() draws a fresh minibatch
-    and returns its loss. Each stage checkpoints as "<checkpoint_name>-stage<k>" when the run does;
-    generators are the random streams batch_loss draws from.
+    and returns its loss. Stage k trains (and checkpoints, when the run does) as
+    "<name>-stage<k>"; generators are the random streams batch_loss draws from.
     """
     pieces, t0, s0 = [], 0.0, 0
     for k, stage in enumerate(stages):
         moving = {n for b in stage.blocks for n in net.BLOCKS[b]}
-        for name, p in net.named_parameters():
-            p.requires_grad_(name in moving)
-        optimizer = torch.optim.SGD([p for n, p in net.named_parameters() if n in moving],
-                                    lr=stage.lr)
+        for pname, p in net.named_parameters():
+            p.requires_grad_(pname in moving)
         _, steps = stage.grid(records)
-        piece = train(net, lambda step: batch_loss(), optimizer, steps, observe, stage.lr,
-                      on_step=on_step, eval_loss=eval_loss, name=f"{checkpoint_name}-stage{k}",
-                      generators=generators)
+        piece = fit(net, lambda step: batch_loss(), observe, steps, optimizer="sgd",
+                    lr=stage.lr, model=model, eval_loss=eval_loss, name=f"{name}-stage{k}",
+                    label=name if len(stages) == 1 else f"{name} {stage.name}",
+                    generators=generators).trajectory
         piece.t, piece.step = piece.t + t0, piece.step + s0
         if len(piece.t) > (1 if pieces else 0):
             pieces.append(piece if not pieces else _drop_first(piece))
@@ -96,7 +92,8 @@ def train_schedule(net: torch.nn.Module, stages: list[Stage], records: int, batc
                       loss=np.concatenate([p.loss for p in pieces]),
                       params={k: np.concatenate([p.params[k] for p in pieces])
                               for k in pieces[0].params},
-                      step=np.concatenate([p.step for p in pieces]), status=piece.status)
+                      step=np.concatenate([p.step for p in pieces]), status=piece.status,
+                      attrs={"model": model})
 
 
 def _drop_first(traj: Trajectory) -> Trajectory:
