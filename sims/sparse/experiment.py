@@ -34,9 +34,8 @@ import numpy as np
 import torch
 
 from dynamics.errors import UsageError
+from dynamics.fit import fit
 from dynamics.plots import save_run_figure
-from dynamics.progress import bar
-from dynamics.sgd import train
 from dynamics.store import open_store, read_run
 from dynamics.tables import Headline
 from dynamics.times import log_steps
@@ -272,8 +271,6 @@ def train_network(shape: TransformerShape, config: dict, seed_init: int, seed_da
     if config["network"] == "linear":
         net.init_normal(config["init_std"], generator(seed_init, device))
     dtype = next(net.parameters()).dtype
-    opt_class = torch.optim.Adam if config["optimizer"] == "adam" else torch.optim.SGD
-    optimizer = opt_class(net.parameters(), lr=config["net_lr"])
     gen = generator(seed_data, device)
     probe = sample_sparse(config["eval_samples"], config["n_max"], config["d"], config["s"],
                           config["sigma2"], generator(seed_data + 1, device), dtype=dtype,
@@ -281,8 +278,6 @@ def train_network(shape: TransformerShape, config: dict, seed_init: int, seed_da
     interleaved = config["format"] == "interleaved"
 
     def batch_loss(step: int) -> torch.Tensor:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
         if interleaved:
             d_used, n = curriculum(step, config)
             batch = sample_truncated(config["batch"], n, d_used, config, gen, dtype)
@@ -293,10 +288,12 @@ def train_network(shape: TransformerShape, config: dict, seed_init: int, seed_da
                               gen, dtype=dtype, device=device)
         return ((net(net.encode(batch)) - batch.yq) ** 2).mean()
 
-    with bar(config["steps"], f"{config['format']} H={shape.heads}", unit="step") as progress:
-        traj = train(net, batch_loss, optimizer, log_steps(config["steps"], 30), dict,
-                     1.0, on_step=lambda s: progress.update(1),
-                     eval_loss=lambda: eval_risk(net, probe)[0], name=name, generators=[gen])
+    traj = fit(net, batch_loss, dict, log_steps(config["steps"], 30),
+               optimizer=config["optimizer"], lr=config["net_lr"],
+               model=f"{config['network']} network, {config['optimizer']}",
+               eval_loss=lambda: eval_risk(net, probe)[0], name=name,
+               label=f"{config['format']} H={shape.heads}", generators=[gen],
+               lr_at=lambda step: learning_rate(step, config)).trajectory
     if traj.status != "complete":
         raise UsageError(f"key 'net_lr': training of the H={shape.heads} network diverged")
     return net, {"step": traj.step, "risk": traj.loss}

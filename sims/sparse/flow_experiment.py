@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from dynamics.errors import UsageError
+from dynamics.fit import fit
 from dynamics.plots import save_run_figure
 from dynamics.progress import bar
-from dynamics.sgd import train
 from dynamics.store import read_run
 from dynamics.times import record_times
 from reduced_models import sparse as theory
@@ -195,8 +195,6 @@ def train_on_manifold(manifold, state0, steps, observe, config, seed):
     keep = trained_entries(config)
     if keep is not None:
         net.KQ.register_hook(lambda grad: grad * keep.to(grad))
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config["lr"])
     gen = generator(seed, device)
 
     def batch_loss(step: int) -> torch.Tensor:
@@ -208,14 +206,12 @@ def train_on_manifold(manifold, state0, steps, observe, config, seed):
         with torch.no_grad():
             return {k: v.cpu().numpy() for k, v in observe(net.weights()).items()}
 
-    with bar(int(steps[-1]), "linear stack sgd", unit="step") as progress:
-        traj = train(net, batch_loss, optimizer, steps, read, config["lr"],
-                     on_step=lambda s: progress.update(1))
-    traj.attrs["model"] = (f"linear-attention stack, SGD batch {config['flow_batch']}, "
-                           f"KQ entries: {config['kq_train']}, "
-                           f"{'values frozen' if config['freeze_values'] else 'values trained'}; "
-                           "minibatch loss")
-    return traj
+    model = (f"linear-attention stack, SGD batch {config['flow_batch']}, "
+             f"KQ entries: {config['kq_train']}, "
+             f"{'values frozen' if config['freeze_values'] else 'values trained'}; "
+             "minibatch loss")
+    return fit(net, batch_loss, read, steps, optimizer="sgd", lr=config["lr"], model=model,
+               name="linear stack sgd", generators=[gen]).trajectory
 
 
 def trained_entries(config: dict) -> torch.Tensor | None:
