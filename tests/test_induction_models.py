@@ -45,6 +45,21 @@ def test_network_equals_its_window_count_form_and_the_lift():
     assert np.array_equal(man.metric, np.eye(man.dim))
 
 
+def test_prediction_over_visited_patterns_is_the_softmax_over_all_patterns(sample):
+    """WindowCounts.predict (packed to the patterns each sequence visits) against the
+    softmax over every pattern, values and gradients, for random logit tables."""
+    counts = theory.WindowCounts.from_tokens(sample.tokens, M, V)
+    assert counts.visited[0].shape[1] < counts.log_visits.shape[1]
+    table = torch.randn((2, *counts.log_visits.shape[1:2] * 2), dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(5), requires_grad=True)
+    weights = torch.softmax(table[:, counts.query, :] + counts.log_visits, -1)
+    dense = torch.einsum("bnp,npe->bne", weights, counts.ratio)
+    packed = counts.predict(table)
+    torch.testing.assert_close(packed, dense, rtol=0, atol=1e-14)
+    grads = [torch.autograd.grad(counts.loss(y, "ce").sum(), table)[0] for y in (packed, dense)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-14)
+
+
 def test_population_loss_is_the_network_loss(sample):
     counts = theory.WindowCounts.from_tokens(sample.tokens, M, V)
     state = start(w_plus=2.0, a=1.5)

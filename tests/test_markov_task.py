@@ -123,3 +123,22 @@ def test_dataset_and_fresh_batch_shapes():
         assert data.inputs(torch.float64).shape == (n, length, data.vocab)
         assert torch.equal(data.targets(), data.tokens[:, -1])
     assert make_dataset(12, 3, (1, 2), 0.1, 40, gen(12)).tokens.shape == (12, 41)
+
+
+def test_sequences_are_the_inverse_cdf_draws_of_their_uniforms():
+    """Element by element: x_t is the number of CDF entries of its history's row at or
+    below the t-th uniform of the sequence (the first max(parents) tokens: floor(V u))."""
+    vocab, parents, length = 3, (1, 3), 12
+    kernels = sample_kernels(5, vocab, len(parents), 0.4, gen(30))
+    tokens = sample_sequences(kernels, parents, length, gen(31))
+    uniform = torch.rand((5, length), generator=gen(31), dtype=torch.float64)
+    for i in range(5):
+        for t in range(length):
+            if t < max(parents):
+                expected = min(int(uniform[i, t] * vocab), vocab - 1)
+            else:
+                row = sum(int(tokens[i, t - p]) * vocab ** (len(parents) - 1 - j)
+                          for j, p in enumerate(parents))
+                cdf = kernels[i, row].cumsum(0)[:-1]
+                expected = int((uniform[i, t] >= cdf).sum())
+            assert int(tokens[i, t]) == expected, (i, t)

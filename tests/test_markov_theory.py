@@ -14,7 +14,9 @@ from reduced_models.markov import (
     candidate_sets,
     chi2_mutual_information,
     chi2_table,
+    chi2_tables,
     expected_chi2_mi,
+    expected_chi2_mis,
     gih_counts,
     gih_loss,
     gih_optimal_a,
@@ -192,6 +194,19 @@ def test_expected_chi2_mi_and_best_set():
     assert list(expected) == [set_label(s) for s in candidate_sets(3, 2)]
     assert all(stderr > 0 for _, stderr in expected.values())
     assert best_set(expected) == (1, 2)
+
+
+def test_both_criteria_from_one_pass_equal_each_alone():
+    kernels = sample_kernels(40, 3, 2, 0.2, gen(27))
+    both = chi2_tables(kernels, (1, 2), 3, 2, (True, False))
+    for table, modified in zip(both, (True, False)):
+        alone = chi2_table(kernels, (1, 2), 3, 2, modified=modified)
+        assert table.keys() == alone.keys()
+        assert all(np.array_equal(table[k], alone[k]) for k in table)
+    assert not np.array_equal(both[0]["1"], both[1]["1"])
+    pair = expected_chi2_mis(3, (1, 2), 0.1, 3, 2, 50, gen(28), (True, False))
+    assert pair == [expected_chi2_mi(3, (1, 2), 0.1, 3, 2, 50, gen(28), modified=m)
+                    for m in (True, False)]
 
 
 # ----------------------------------------------- generalised induction head
