@@ -1,8 +1,10 @@
 """SGD step throughput of the linreg network against a plain reference.
 
 Reference: the obvious implementation, one nn.Linear per projection per head
-and a Python loop over heads. Both: factored parameterisation, d=5, L=40,
-batch 256, float32, plain SGD, fresh batches each step.
+and a Python loop over heads, stepped by torch.optim.SGD. Engine: the linreg
+network stepped by the engine's optimiser (dynamics.fit.make_optimizer). Both:
+factored parameterisation, d=5, L=40, batch 256, float32, plain SGD, fresh
+batches each step.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from common import memory, print_table, side_by_side, write
 from torch import nn
 
+from dynamics.fit import make_optimizer
 from sims.linreg.network import SoftmaxAttentionRegressor
 from sims.linreg.task import sample_regression
 
@@ -43,8 +46,8 @@ class ReferenceModel(nn.Module):
         return sum(head(tokens) for head in self.heads)
 
 
-def steps(model, gen):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+def steps(model, gen, optimizer=None):
+    opt = optimizer or torch.optim.SGD(model.parameters(), lr=0.01)
     for _ in range(STEPS):
         batch = sample_regression(BATCH, L, D, 0.1, gen, dtype=torch.float32)
         loss = ((model(batch.tokens()) - batch.yq) ** 2).mean()
@@ -61,12 +64,13 @@ def main():
         engine = SoftmaxAttentionRegressor(D, heads, "factored", dtype=torch.float32)
         engine.init_normal(0.1, gen)
         reference = ReferenceModel(D + 1, heads)
-        te, tb = side_by_side(lambda e=engine, g=gen: steps(e, g),
+        plain = make_optimizer("sgd", engine.parameters(), 0.01)
+        te, tb = side_by_side(lambda e=engine, g=gen, o=plain: steps(e, g, o),
                               lambda r=reference, g=gen: steps(r, g))
         cases.append({"case": f"H={heads}", "engine_s": te, "baseline_s": tb, "ratio": tb / te,
                       "engine_steps_per_s": round(STEPS / te, 1),
                       "baseline_steps_per_s": round(STEPS / tb, 1),
-                      "engine_memory": memory(lambda e=engine, g=gen: steps(e, g)),
+                      "engine_memory": memory(lambda e=engine, g=gen, o=plain: steps(e, g, o)),
                       "baseline_memory": memory(lambda r=reference, g=gen: steps(r, g))})
     result = write("sgd_throughput", "per-head nn.Linear reference, Python loop over heads",
                    cases, target=3.0, target_case="H=8",
