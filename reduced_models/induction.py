@@ -533,16 +533,16 @@ class SgdSelectorDrift:
         products = selector_kernel(head_similarity(w, self.inputs)[:, None], eye, self.sets)
         table = a[:, :, None] * (p[:, :, None, None] * products).sum(1)   # (B, P, P)
         counts = self.counts
+        position, log_visits, ratio = counts.visited   # patterns each sequence visits
         with torch.enable_grad():
-            rows = table[:, counts.query].requires_grad_(True)
-            y_hat = torch.einsum("bnp,npe->bne", torch.softmax(rows + counts.log_visits, -1),
-                                 counts.ratio)
+            rows = table.flatten(1)[:, position].requires_grad_(True)     # (B, n, K)
+            y_hat = (torch.softmax(rows + log_visits, -1)[:, :, None, :] * ratio).sum(-1)
             loss = counts.loss(y_hat, self.variant).sum()
             (grad,) = torch.autograd.grad(loss, rows)
         used = self.used
         grad = grad[:, used] * int(used.sum())                             # per sequence
-        g_p = a[:, :, None] * torch.einsum("bnp,bsnp->bns", grad,
-                                           products[:, :, counts.query[used]])
+        g_p = a[:, :, None] * torch.einsum("bnk,bsnk->bns", grad,
+                                           products.flatten(2)[:, :, position[used]])
         centred = g_p - (p[:, None] * g_p).sum(-1, keepdim=True)
         excess = g_p.mean(1) - (p * g_p.mean(1)).sum(-1, keepdim=True)
         return 2 * C[:, None] / norm2[:, None] * centred, excess
