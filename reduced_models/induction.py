@@ -356,8 +356,9 @@ def soft_gain_function(name: str, omega: torch.Tensor, inputs: torch.Tensor) -> 
     D_S(w) = sum_(z,y) Omega[z, y] prod_(h in S) <u_h(z), u_h(y)>: the soft copiers' own
     first-order gain (dLoss/da at a = 0 is -sum_S p_S D_S), in closed form in w (softmax,
     inner products and norms over the window patterns), evaluated in torch. Its partial
-    derivatives are sympy Functions too (all r M of them from one autograd pass, reused
-    while the arguments are the same objects: one evaluation of a compiled gradient).
+    derivatives are sympy Functions too (all r M of them, with D_S on Python floats, from
+    one autograd pass, reused while the arguments are the same objects: one evaluation of
+    a compiled gradient).
     """
     r, window = inputs.shape[0], inputs.shape[2]
     heads = [tuple(range(1, r + 1))]
@@ -367,21 +368,31 @@ def soft_gain_function(name: str, omega: torch.Tensor, inputs: torch.Tensor) -> 
                                            for x in args])
         return torch.stack(values, -1).reshape(*values[0].shape, r, window)
 
-    def value(*args):
-        return exact_first_order_gains(omega, as_w(args), inputs, heads)[..., 0]
+    last = {"args": (), "value": None, "grad": None}
 
-    last = {"args": (), "grad": None}
-
-    def grad(args) -> torch.Tensor:
+    def evaluate(args) -> dict:
+        """D_S and its gradient at args, once per new set of argument objects. On Python
+        floats (the scalar path of a compiled gradient) they are Python floats too, so
+        the rest of the expression stays on floats."""
         if len(args) != len(last["args"]) or any(x is not y for x, y in zip(args, last["args"])):
             with torch.enable_grad():
                 w = as_w(args).detach().requires_grad_(True)
-                (g,) = torch.autograd.grad(
-                    exact_first_order_gains(omega, w, inputs, heads).sum(), w)
-            last["args"], last["grad"] = args, g.reshape(*g.shape[:-2], r * window)
-        return last["grad"]
+                gain = exact_first_order_gains(omega, w, inputs, heads)[..., 0]
+                (g,) = torch.autograd.grad(gain.sum(), w)
+            g = g.reshape(*g.shape[:-2], r * window)
+            if all(type(x) is float for x in args):
+                last.update(args=args, value=float(gain.detach()), grad=g.tolist())
+            else:
+                last.update(args=args, value=None, grad=g.unbind(-1))
+        return last
 
-    slopes = [_implemented(f"{name}Slope{k}", lambda *args, k=k: grad(args)[..., k], r * window)
+    def value(*args):
+        if all(type(x) is float for x in args):
+            return evaluate(args)["value"]
+        return exact_first_order_gains(omega, as_w(args), inputs, heads)[..., 0]
+
+    slopes = [_implemented(f"{name}Slope{k}", lambda *args, k=k: evaluate(args)["grad"][k],
+                           r * window)
               for k in range(r * window)]
     gain = _implemented(name, value, r * window)
     gain.fdiff = lambda self, argindex=1: slopes[argindex - 1](*self.args)
@@ -407,9 +418,12 @@ def limit_loss_function(tokens: torch.Tensor, offsets: tuple[int, ...], vocab: i
 
     def value(b):
         log_predict = gih_log_predict_from_counts(matched, token_counts, b)
-        return loss_from_log_predict(log_predict, target, variant)
+        loss = loss_from_log_predict(log_predict, target, variant)
+        return float(loss) if type(b) is float else loss  # floats stay floats (scalar path)
 
     def slope(b):
+        if type(b) is float:
+            return float(slope(torch.tensor(b, dtype=torch.float64)))
         b = torch.as_tensor(b, dtype=torch.float64)[..., None, None]
         boost = b.exp()
         matched_total = matched.sum(-1, keepdim=True)
