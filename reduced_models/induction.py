@@ -201,6 +201,24 @@ class WindowCounts:
         logits = logit_table.reshape(logit_table.shape[0], -1)[:, position] + log_visits
         return (torch.softmax(logits, -1)[:, :, None, :] * ratio).sum(-1)
 
+    @functools.cached_property
+    def target_columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`visited` of the sequences whose target occurs in their context, with only the
+        target's column of the ratio: (n_seen, K) each."""
+        position, log_visits, ratio = self.visited
+        seen = self.target_seen
+        target = self.target[seen][:, None, None].expand(-1, 1, ratio.shape[-1])
+        return position[seen], log_visits[seen], ratio[seen].gather(1, target)[:, 0]
+
+    def table_loss(self, logit_table: torch.Tensor, variant: str) -> torch.Tensor:
+        """(B,) mean loss of the classifier logits (B, P, P): loss(predict(logit_table)),
+        for "ce" from the target's entry of y_hat alone (the only one it reads)."""
+        if variant != "ce":
+            return self.loss(self.predict(logit_table), variant)
+        position, log_visits, target_ratio = self.target_columns
+        logits = logit_table.reshape(logit_table.shape[0], -1)[:, position] + log_visits
+        return -(torch.softmax(logits, -1) * target_ratio).sum(-1).log().mean(-1)
+
     def predict_by_token(self, logit_table: torch.Tensor) -> torch.Tensor:
         """y_hat (B, n, vocab) for logits (B, P, P, vocab) that also depend on the key's own
         token: entry [z, y, e] is the logit of a key of pattern y and token e (the full model).
@@ -304,8 +322,8 @@ def population_model(counts: WindowCounts, *, shape: InductionShape,
     sets, inputs = shape.sets, shape.copier_inputs()
 
     def loss(obs, hyper):
-        table = logit_table(obs["w"], obs["p"], obs["a"], inputs, sets)
-        return counts.loss(counts.predict(table), variant)
+        return counts.table_loss(logit_table(obs["w"], obs["p"], obs["a"], inputs, sets),
+                                 variant)
 
     description = (f"population {variant} loss of the simplified network, Monte Carlo over "
                    f"{len(counts)} chains and sequences (L={counts.length})")
@@ -323,7 +341,7 @@ def first_order_gains_table(counts: WindowCounts, variant: str) -> torch.Tensor:
     """
     n_patterns = counts.ratio.shape[1]
     table = torch.zeros((1, n_patterns, n_patterns), dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(counts.loss(counts.predict(table), variant).sum(), table)
+    (grad,) = torch.autograd.grad(counts.table_loss(table, variant).sum(), table)
     return -grad[0]
 
 

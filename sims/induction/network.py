@@ -84,4 +84,7 @@ class SimplifiedInductionNet(NamedWeights):
 
     def loss(self, counts: theory.WindowCounts, variant: str) -> torch.Tensor:
         """Scalar mean loss on the sequences of `counts` ("ce" or "logsoftmax")."""
-        return counts.loss(self.predict_counts(counts)[None], variant)[0]
+        obs = project(self.weights())
+        table = theory.logit_table(self.w[None], obs["p"][None], obs["a"][None], self.inputs,
+                                   self.sets)
+        return counts.table_loss(table, variant)[0]
