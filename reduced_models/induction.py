@@ -168,11 +168,15 @@ class WindowCounts:
         counts.scatter_add_(1, codes[:, :length] * vocab + tokens[:, :length],
                             torch.ones((n, length), dtype=torch.float64))
         counts = counts.reshape(n, n_patterns, vocab)
-        visits = counts.sum(-1)
+        visits = torch.zeros((n, n_patterns), dtype=torch.float64).scatter_add_(
+            1, codes[:, :length], torch.ones((n, length), dtype=torch.float64))
         ratio = counts / visits.clamp(min=1.0)[..., None]
         target = tokens[:, -1]
         seen = counts.sum(1).gather(1, target[:, None]).squeeze(1) > 0
-        return cls(query=codes[:, -1], target=target, log_visits=visits.log(), ratio=ratio,
+        # log 0 = -inf, set directly (torch's log is slow on zeros)
+        log_visits = torch.where(visits > 0, visits, 1.0).log().masked_fill_(visits == 0,
+                                                                             -torch.inf)
+        return cls(query=codes[:, -1], target=target, log_visits=log_visits, ratio=ratio,
                    target_seen=seen, length=length)
 
     def __len__(self) -> int:
