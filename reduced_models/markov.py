@@ -194,20 +194,24 @@ def chi2_from_joint(joint: torch.Tensor, offsets: tuple[int, ...], modified: boo
     I = sum_z mu(z)^q (sum_e mu(e|z)^2 / mu(e) - 1), q = 2 if modified
     else 1 (docs/theory/induction.md, section 4). Histories or tokens of probability 0 contribute 0.
     """
-    r = joint.dim() - 1
+    return float(chi2_from_joints(joint[None], offsets, modified)[0])
+
+
+def chi2_from_joints(joints: torch.Tensor, offsets: tuple[int, ...],
+                     modified: bool) -> torch.Tensor:
+    """`chi2_from_joint` of a stack of joint laws (n, vocab, ..., vocab): (n,)."""
+    r = joints.dim() - 2
     kept = sorted(r - s for s in offsets) + [r]
-    dropped = [axis for axis in range(r + 1) if axis not in kept]
-    pair = joint.sum(dim=dropped) if dropped else joint
-    pair = pair.reshape(-1, joint.shape[-1])
-    history = pair.sum(1, keepdim=True)
-    token = pair.sum(0, keepdim=True)
+    dropped = [1 + axis for axis in range(r + 1) if axis not in kept]
+    pair = joints.sum(dim=dropped) if dropped else joints
+    pair = pair.reshape(len(joints), -1, joints.shape[-1])
+    history = pair.sum(2, keepdim=True)
+    token = pair.sum(1, keepdim=True)
     if modified:
         ratio = pair**2 / token
-        value = ratio.where(token > 0, 0.0).sum() - (history**2).sum()
-    else:
-        ratio = pair**2 / (history * token)
-        value = ratio.where(pair > 0, 0.0).sum() - 1.0
-    return float(value)
+        return ratio.where(token > 0, 0.0).sum((1, 2)) - (history**2).sum((1, 2))
+    ratio = pair**2 / (history * token)
+    return ratio.where(pair > 0, 0.0).sum((1, 2)) - 1.0
 
 
 def chi2_mutual_information(
@@ -246,12 +250,9 @@ def chi2_tables(
 ) -> list[dict[str, np.ndarray]]:
     """`chi2_table` for each `modified` flag in modes, from one stationary law per kernel."""
     sets = candidate_sets(window, degree)
-    values = np.empty((len(modes), len(sets), len(kernels)))
-    for i, kernel in enumerate(kernels):
-        joint = next_token_joint(kernel, parents, window)
-        for m, modified in enumerate(modes):
-            values[m, :, i] = [chi2_from_joint(joint, s, modified) for s in sets]
-    return [{set_label(s): row for s, row in zip(sets, table)} for table in values]
+    joints = torch.stack([next_token_joint(kernel, parents, window) for kernel in kernels])
+    return [{set_label(s): chi2_from_joints(joints, s, modified).numpy() for s in sets}
+            for modified in modes]
 
 
 def expected_chi2_mi(
@@ -314,9 +315,10 @@ def gih_counts(
     matches = torch.ones((n, L - reach), dtype=torch.bool)
     for s, z_s in zip(offsets, query_history):
         matches &= context[:, reach - s : L - s] == z_s[:, None]
-    one_hot = torch.nn.functional.one_hot(context, vocab).double()
-    matched_counts = (matches.double()[..., None] * one_hot[:, reach:]).sum(1)
-    return matched_counts, one_hot.sum(1)
+    zeros = torch.zeros((n, vocab), dtype=torch.float64)
+    matched_counts = zeros.scatter_add(1, context[:, reach:], matches.double())
+    return matched_counts, zeros.scatter_add(1, context, torch.ones(context.shape,
+                                                                     dtype=torch.float64))
 
 
 def gih_log_predict_from_counts(
