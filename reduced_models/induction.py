@@ -221,7 +221,8 @@ class WindowCounts:
             return self.loss(self.predict(logit_table), variant)
         position, log_visits, target_ratio = self.target_columns
         logits = logit_table.reshape(logit_table.shape[0], -1)[:, position] + log_visits
-        return -(torch.softmax(logits, -1) * target_ratio).sum(-1).log().mean(-1)
+        weights = (logits - logits.detach().amax(-1, keepdim=True)).exp()
+        return -((weights * target_ratio).sum(-1) / weights.sum(-1)).log().mean(-1)
 
     def predict_by_token(self, logit_table: torch.Tensor) -> torch.Tensor:
         """y_hat (B, n, vocab) for logits (B, P, P, vocab) that also depend on the key's own
