@@ -43,9 +43,9 @@ def test_check_induction_passes_and_exits_0():
 
 def test_standard_chi2_in_place_of_the_modified_fails_the_mi_rows(small, monkeypatch):
     config, mi, _, _ = small
-    original = markov.chi2_from_joint
-    monkeypatch.setattr(markov, "chi2_from_joint",
-                        lambda joint, offsets, modified: original(joint, offsets, False))
+    original = markov.chi2_from_joints  # what the engine's chi2_table computes with
+    monkeypatch.setattr(markov, "chi2_from_joints",
+                        lambda joints, offsets, modified: original(joints, offsets, False))
     rows = [r for r in checks.mi_rows(config, mi, seeds(0, 5)[2]) if r.name.startswith("chi2")]
     assert rows and not any(row.passed for row in rows)
 
