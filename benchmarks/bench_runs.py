@@ -42,7 +42,7 @@ METHOD = ("Each experiment's default run, `icldyn run EXP --out TMP.h5 --no-plot
           "process and the children it waited for (os.wait4). CPU time is the figure that "
           "holds under load; wall time stretches on a shared machine (CPU / wall well below 1 "
           "means the run waited for a core). Written by `make bench-runs` "
-          "(benchmarks/bench_runs.py), which skips experiments already measured")
+          "(benchmarks/bench_runs.py), which skips experiments already measured.")
 
 
 def experiments() -> list[str]:

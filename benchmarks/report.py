@@ -80,14 +80,16 @@ def runs_summary(result: dict) -> str:
     t = result["cpu_target"]
     run = result["runs"].get(t["experiment"])
     if run is None:
-        return f"{t['experiment']} not measured yet"
-    return (f"{t['experiment']}: {run['cpu_s']:.1f} s of CPU, target <= {t['cpu_s_at_most']:g} s: "
+        return f"the default {t['experiment']} run is not measured yet"
+    return (f"the default {t['experiment']} run took {run['cpu_s']:.1f} s of CPU "
+            f"({run['wall_s']:.1f} s wall), target <= {t['cpu_s_at_most']:g} s of CPU: "
             f"**{'met' if t['met'] else 'not met'}**")
 
 
 def runs_section(result: dict) -> list[str]:
     """The default run of every experiment: wall and CPU time of the whole process."""
-    lines = [f"## {RUNS}", "", result["method"], "", runs_summary(result) + ".", "",
+    summary = runs_summary(result)
+    lines = [f"## {RUNS}", "", result["method"], "", summary[0].upper() + summary[1:] + ".", "",
              ("| experiment | wall (s) | CPU (s) | user (s) | sys (s) | CPU / wall "
               "| peak RSS (MB) | exit | load before | measured (UTC) |"),
              "|---|---|---|---|---|---|---|---|---|---|"]

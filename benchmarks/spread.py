@@ -13,12 +13,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-QUARTILES = ("quartiles by linear interpolation between order statistics (numpy.percentile's "
-             "default, statistics.quantiles(method='inclusive'))")
+QUARTILES = ("linear interpolation between order statistics (as numpy.percentile by default "
+             "and statistics.quantiles with method='inclusive')")
 METHOD = ("each repetition times the engine and the baseline back to back, in alternating "
-          "order; ratio = median over repetitions of baseline time / engine time; [q1, q3] = "
-          "its lower and upper quartiles (" + QUARTILES + "); a target on a higher-is-better "
-          "ratio is met when q1 reaches it, on a lower-is-better one when q3 stays within it")
+          "order; ratio = median over the repetitions of baseline time / engine time, [q1, q3] "
+          "= their lower and upper quartiles, by " + QUARTILES + "; a target on a "
+          "higher-is-better ratio is met when q1 reaches it, on a lower-is-better one when q3 "
+          "stays within it")
 
 
 def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
