@@ -143,3 +143,36 @@ def test_measure_counts_the_cpu_of_the_child_and_its_waited_children(bench, tmp_
     assert own >= 0.3 and kids >= 0.3
     assert run["cpu_s"] == pytest.approx(run["user_s"] + run["sys_s"])
     assert own + kids <= run["cpu_s"] <= own + kids + 0.5  # only the exit after the print
+
+
+def test_default_runs_resume_and_report(bench, tmp_path, monkeypatch):
+    runs, report = bench["bench_runs"], bench["report"]
+    monkeypatch.setattr(runs, "PATH", str(tmp_path / "default_runs.json"))
+    monkeypatch.setattr(runs, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(runs, "experiments", lambda: ["fast", "induction", "slow"])
+    measured = []
+
+    def fake_run(name):  # what default_run records, without running anything
+        measured.append(name)
+        return {"wall_s": 40.0, "cpu_s": 31.0 if name == "induction" else 2.0, "user_s": 1.5,
+                "sys_s": 0.5, "max_rss_mb": 100.0, "exit_status": 3 if name == "fast" else 0,
+                "in_process_s": 1.0, "status": "complete", "load_before": [1.0, 1.0, 1.0],
+                "load_after": [1.0, 1.0, 1.0], "measured_at": "2026-01-01 00:00",
+                "cache": "empty", "command": f"icldyn run {name}"}
+
+    monkeypatch.setattr(runs, "default_run", fake_run)
+    runs.main(["--skip", "slow", "--reason", "too long here"])
+    runs.main(["fast", "induction"])
+    runs.main([])  # induction recorded; fast failed (exit 3), so run again; slow now runs
+    runs.main(["induction", "--force"])
+    assert measured == ["fast", "induction", "fast", "slow", "induction"]
+    result = json.loads((tmp_path / "default_runs.json").read_text())
+    assert result["cpu_target"] == {"experiment": "induction", "cpu_s_at_most": 30.0,
+                                    "met": False}  # 31 s of CPU > 30 s
+    assert result["not_measured"] == {} and set(result["runs"]) == {"fast", "induction", "slow"}
+    text = "\n".join(report.runs_section(result))
+    assert "| induction | 40.0 | 31.0 | 1.5 | 0.5 | 0.78 | 100 | 0 | 1 |" in text
+    assert "target <= 30 s of CPU: **not met**" in text
+    del result["runs"]["slow"]
+    result["not_measured"]["slow"] = "too long here"
+    assert "- slow: too long here" in "\n".join(report.runs_section(result))
