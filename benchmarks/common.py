@@ -130,11 +130,18 @@ def write(name: str, baseline: str, cases: list[dict], target: float | None, tar
     """Write results/<name>.json. Each case carries the timing fields of spread.spread
     ("engine_s", "baseline_s", "ratio", "ratio_q1", "ratio_q3", "ratios", ...) and its
     own extras; the headline is target_case, whose target is met on the conservative
-    quartile (q1 when higher is better, q3 when lower is better)."""
+    quartile (q1 when higher is better, q3 when lower is better). Another case may carry
+    its own "target" (and "higher_is_better", default True); each case with a target
+    gets its "met" the same way."""
     for c in cases:
         if "ratios" not in c:
             raise ValueError(f"{name}: case {c['case']!r} has no per-repetition ratios")
     headline = next(c for c in cases if c["case"] == target_case)
+    if target is not None:
+        headline.update(target=target, higher_is_better=higher_is_better)
+    for c in cases:
+        if c.get("target") is not None:
+            c["met"] = target_met(c["ratios"], c["target"], c.get("higher_is_better", True))
     result = {
         "schema": SCHEMA, "name": name, "baseline": baseline, "ratio": headline["ratio"],
         "ratio_q1": headline["ratio_q1"], "ratio_q3": headline["ratio_q3"],
@@ -154,7 +161,7 @@ def write(name: str, baseline: str, cases: list[dict], target: float | None, tar
 
 
 TIMING = ("case", "engine_s", "baseline_s", "ratio", "ratio_q1", "ratio_q3", "repeats", "ratios",
-          "engine_s_range", "baseline_s_range")
+          "engine_s_range", "baseline_s_range", "target", "higher_is_better", "met")
 
 
 def print_table(result: dict) -> None:

@@ -38,7 +38,7 @@ def _seconds(c: dict, side: str) -> str:
 
 
 def _target(r: dict) -> str:
-    if r["target"] is None:
+    if r.get("target") is None:
         return "-"
     return f"{'<=' if r.get('higher_is_better') is False else '>='} {r['target']:g}x"
 
@@ -58,9 +58,10 @@ def section(result: dict) -> list[str]:
         f"[q1, q3] {_spread(result)})")
     lines = [f"## {result['name']}", "", f"Engine against {result['baseline']}. {met}.", "",
              ("| case | engine (s) [min, max] | baseline (s) [min, max] | median ratio "
-              "| [q1, q3] | reps |"), "|---|---|---|---|---|---|"]
+              "| [q1, q3] | reps | target | met |"), "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {c['case']} | {_seconds(c, 'engine')} | {_seconds(c, 'baseline')} | "
-              f"{c['ratio']:.2f}x | {_spread(c)} | {c.get('repeats', '-')} |"
+              f"{c['ratio']:.2f}x | {_spread(c)} | {c.get('repeats', '-')} | {_target(c)} | "
+              f"{'-' if c.get('met') is None else 'yes' if c['met'] else 'no'} |"
               for c in result["cases"]]
     for c in result["cases"]:
         extra = {k: v for k, v in c.items() if k not in TIMING}

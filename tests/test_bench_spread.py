@@ -102,7 +102,16 @@ def test_result_file_is_met_by_lower_quartile(bench, tmp_path, monkeypatch):
     assert on_disk["cases"][0]["ratios"] == baseline and on_disk["schema"] == 2
     assert result == on_disk
     met = common.write("x", "a baseline", [case], target=8.75, target_case="c")
-    assert met["met"] is True
+    assert met["met"] is True and met["cases"][0]["met"] is True
+    # a second case with its own lower-is-better target: median 1.45 within 1.5, q3 1.65 not
+    other = {"case": "d", **spread.spread([1.0] * 7, [1.2, 1.3, 1.4, 1.45, 1.6, 1.7, 1.9]),
+             "target": 1.5, "higher_is_better": False}
+    both = common.write("x", "a baseline", [case, other], target=10.0, target_case="c")
+    assert [c["met"] for c in both["cases"]] == [False, False]
+    assert both["cases"][0]["target"] == 10.0
+    text = "\n".join(bench["report"].section(both))
+    assert "| 10.20x | [8.75, 10.75] | 7 | >= 10x | no |" in text
+    assert "| 1.45x | [1.35, 1.65] | 7 | <= 1.5x | no |" in text
     with pytest.raises(ValueError, match="no per-repetition ratios"):
         common.write("x", "a baseline", [{"case": "c", "engine_s": 1.0, "baseline_s": 2.0,
                                           "ratio": 2.0}], target=1.0, target_case="c")
@@ -116,13 +125,13 @@ def test_report_shows_spread_and_verdict(bench):
               "higher_is_better": True, "met_by": "q1 >= target", "met": False, "cases": [case],
               "machine": "m", "peak_rss_mb": 1.0, "notes": ""}
     text = "\n".join(bench["report"].section(result))
-    assert "| c | 1 [1, 1] | 10.2 [8, 12] | 10.20x | [8.75, 10.75] | 7 |" in text
+    assert "| c | 1 [1, 1] | 10.2 [8, 12] | 10.20x | [8.75, 10.75] | 7 | - | - |" in text
     assert "judged on q1 >= target: **not met**" in text
     assert bench["report"]._met(result) == "no (q1)"
     legacy = {k: v for k, v in result.items() if k not in ("ratio_q1", "ratio_q3", "met_by")}
     legacy["cases"] = [{"case": "c", "engine_s": 1.0, "baseline_s": 10.2, "ratio": 10.2}]
     legacy["met"] = True
-    assert "| c | 1 | 10.2 | 10.20x | - | - |" in "\n".join(bench["report"].section(legacy))
+    assert "| c | 1 | 10.2 | 10.20x | - | - | - | - |" in "\n".join(bench["report"].section(legacy))
     assert bench["report"]._met(legacy) == "yes (median)"
 
 
