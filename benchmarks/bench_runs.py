@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 
+import torch
 from common import RESULTS, SCHEMA, machine, versions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="record these as not measured (with --reason) and run nothing")
     parser.add_argument("--reason", default="", help="why the --skip experiments are not measured")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as in the runs, so the machine line names their thread count
     known = experiments()
     unknown = sorted(set(args.names + args.skip) - set(known))
     if unknown:
