@@ -27,7 +27,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check dynamics reduced_models sims tests
 
 # Benchmarks (torch at 1 thread) -> benchmarks/results/*.json and BENCHMARKS.md; each ratio
-# the median of interleaved repetitions with its quartiles (benchmarks/spread.py).
+# the median of interleaved repetitions with its quartiles (benchmarks/spread.py); 10 min
+# here at load 1.3-3.3.
 BENCHES := bench_sgd bench_ensemble bench_population bench_ode_vs_sgd bench_sweep_grid bench_startup \
 	bench_gpt2
 bench: $(STAMP)
