@@ -14,7 +14,7 @@ so baseline_s / sampling_s bounds the ratio from above (ratio_bound).
 from __future__ import annotations
 
 import torch
-from common import memory, print_table, side_by_side, timed, write
+from common import REPEATS, memory, print_table, side_by_side, timed, write
 
 from dynamics.ensemble import Ensemble
 from sims.linreg.network import SoftmaxAttentionRegressor
@@ -66,12 +66,12 @@ def main():
             gen = torch.Generator().manual_seed(0)
             nets = make(k, gen)
             ens = Ensemble(make(k, gen))
-            repeats = 3 if k == 64 else 5
-            te, tb = side_by_side(lambda e=ens, g=gen, b=batch_size: batched(e, g, b),
-                                  lambda n=nets, g=gen, b=batch_size: loop(n, g, b), repeats)
-            ts = timed(lambda k=k, g=gen, b=batch_size: sampling(k, g, b), repeats)
-            case = {"case": f"K={k}, batch {batch_size}", "engine_s": te, "baseline_s": tb,
-                    "ratio": tb / te, "sampling_s": ts, "compute_s": te - ts,
+            timing = side_by_side(lambda e=ens, g=gen, b=batch_size: batched(e, g, b),
+                                  lambda n=nets, g=gen, b=batch_size: loop(n, g, b))
+            te, tb = timing["engine_s"], timing["baseline_s"]
+            ts = timed(lambda k=k, g=gen, b=batch_size: sampling(k, g, b), REPEATS)
+            case = {"case": f"K={k}, batch {batch_size}", **timing,
+                    "sampling_s": ts, "compute_s": te - ts,
                     "ratio_bound": tb / ts}
             if (k, batch_size) == (16, 256):
                 case["engine_memory"] = memory(lambda e=ens, g=gen: batched(e, g, 256))

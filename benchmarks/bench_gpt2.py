@@ -16,10 +16,10 @@ over the step time), and where the engine step's time goes (torch profiler).
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
-from common import print_table, write
+from common import interleaved, print_table, write
+from spread import quartiles, spread
 from torch import nn
 
 from sims.sparse.network import InterleavedTransformer, TransformerShape, interleave, labels
@@ -60,22 +60,9 @@ def stepper(model, z, y):
     return steps
 
 
-def interleaved_times(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each fn, the fns run in turn `repeats` times after a warm-up."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def quartiles(values: list[float]) -> list[float]:
-    q = statistics.quantiles(values, n=4)
-    return [round(q[0], 5), round(statistics.median(values), 5), round(q[2], 5)]
+def per_step(times: list[float]) -> list[float]:
+    """Seconds per step of timings of STEPS steps."""
+    return [t / STEPS for t in times]
 
 
 MATMUL = 1024
@@ -128,18 +115,17 @@ def main():
                   "gpt2_sdpa": GPT2Regressor(width, layers, heads, "sdpa"),
                   "gpt2_eager": GPT2Regressor(width, layers, heads, "eager")}
         fns = {name: stepper(model, z, y) for name, model in models.items()}
-        times = interleaved_times({**fns, "matmul": matmul}, REPEATS)
+        times = interleaved({**fns, "matmul": matmul}, REPEATS)
         gflops = 2 * MATMUL**3 / statistics.median(times.pop("matmul")) / 1e9
-        per_step = {name: statistics.median(t) / STEPS for name, t in times.items()}
-        achieved = step_flops(width, layers, heads) / per_step["engine"] / 1e9
+        timing = spread(per_step(times["engine"]), per_step(times["gpt2_sdpa"]))
+        eager = spread(per_step(times["engine"]), per_step(times["gpt2_eager"]))
+        achieved = step_flops(width, layers, heads) / timing["engine_s"] / 1e9
         cases.append({
-            "case": case, "engine_s": per_step["engine"], "baseline_s": per_step["gpt2_sdpa"],
-            "ratio": per_step["gpt2_sdpa"] / per_step["engine"],
-            "ratio_vs_eager_attention": round(per_step["gpt2_eager"] / per_step["engine"], 2),
-            "ratio_quartiles": [round(a / b, 2) for a, b in zip(
-                quartiles([t / STEPS for t in times["gpt2_sdpa"]]),
-                quartiles([t / STEPS for t in times["engine"]]), strict=True)],
-            "step_s_quartiles": {name: quartiles([x / STEPS for x in t])
+            "case": case, **timing,
+            "ratio_vs_eager_attention": round(eager["ratio"], 2),
+            "ratio_vs_eager_attention_quartiles": [round(eager["ratio_q1"], 2),
+                                                   round(eager["ratio_q3"], 2)],
+            "step_s_quartiles": {name: [round(q, 5) for q in quartiles(per_step(t))]
                                  for name, t in times.items()},
             "engine_gflops": round(achieved, 1),
             "matmul_gflops": round(gflops, 1),
@@ -152,8 +138,9 @@ def main():
         "gpt2_step", "transformers.GPT2Model of the same shape (default sdpa attention)",
         cases, target=2.0, target_case="width 64 (3 layers x 4 heads)",
         notes=(f"Adam step, d={D}, {N} examples + query ({2 * N + 1} tokens), batch {BATCH}, "
-               f"float32, one thread; {STEPS} steps per timing, {REPEATS} interleaved repeats; "
-               "ratio_quartiles: baseline quartile / engine quartile. matmul_gflops: the "
+               f"float32, one thread; {STEPS} steps per timing, {REPEATS} interleaved repeats "
+               "(seconds per step); step_s_quartiles: [q1, median, q3] of each model's step. "
+               "matmul_gflops: the "
                f"machine's rate on a {MATMUL}^3 float32 product, one thread, timed in turn "
                "with the steps; fraction_of_matmul_rate = engine_gflops / matmul_gflops."))
     print_table(result)

@@ -65,9 +65,10 @@ def main():
         engine.init_normal(0.1, gen)
         reference = ReferenceModel(D + 1, heads)
         plain = make_optimizer("sgd", engine.parameters(), 0.01)
-        te, tb = side_by_side(lambda e=engine, g=gen, o=plain: steps(e, g, o),
+        timing = side_by_side(lambda e=engine, g=gen, o=plain: steps(e, g, o),
                               lambda r=reference, g=gen: steps(r, g))
-        cases.append({"case": f"H={heads}", "engine_s": te, "baseline_s": tb, "ratio": tb / te,
+        te, tb = timing["engine_s"], timing["baseline_s"]
+        cases.append({"case": f"H={heads}", **timing,
                       "engine_steps_per_s": round(STEPS / te, 1),
                       "baseline_steps_per_s": round(STEPS / tb, 1),
                       "engine_memory": memory(lambda e=engine, g=gen, o=plain: steps(e, g, o)),
