@@ -103,7 +103,7 @@ class LinregExperiment(Experiment):
         config = SCHEMA.typed(config)
         d, L, H, M = config.d, config.L, config.heads, config.mc_samples
         D, L1 = d + 1, L + 1
-        T = min(config.records, round(config.t_max / config.lr)) + 1
+        T = round(min(config.records, config.t_max / config.lr)) + 1  # t_max / lr may be inf
         matrix = config.covariance == "toeplitz"
         factored = config.param == "factored"
         weights = H * D * D * (3 if factored else 1) + H * D
