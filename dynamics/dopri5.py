@@ -144,28 +144,28 @@ class Dopri5:
               for y, a, c, d, e, f in zip(y0, k1, k3, k4, k5, k6)]
         k7 = ev(y1)
         rtol, atol = self.rtol, self.atol
-        error = [h * (E1 * a + E3 * c + E4 * d + E5 * e + E6 * f + E7 * g)
-                 for a, c, d, e, f, g in zip(k1, k3, k4, k5, k6, k7)]
-        tol = [atol + rtol * max(abs(y), abs(z)) for y, z in zip(y0, y1)]
+        pairs = zip(y0, y1, k1, k3, k4, k5, k6, k7)
         try:
-            ratio = _rms([e / t for e, t in zip(error, tol)])
+            scaled = [h * (E1 * a + E3 * c + E4 * d + E5 * e + E6 * f + E7 * g)
+                      / (atol + rtol * max(abs(y), abs(z))) for y, z, a, c, d, e, f, g in pairs]
         except ZeroDivisionError:  # atol = 0 at a zero entry
-            ratio = _rms([_div(e, t) for e, t in zip(error, tol)])
-        return y1, [k1, k2, k3, k4, k5, k6, k7], ratio
+            scaled = [_div(h * (E1 * a + E3 * c + E4 * d + E5 * e + E6 * f + E7 * g),
+                           atol + rtol * max(abs(y), abs(z)))
+                      for y, z, a, c, d, e, f, g in zip(y0, y1, k1, k3, k4, k5, k6, k7)]
+        return y1, [k1, k2, k3, k4, k5, k6, k7], _rms(scaled)
 
 
 def _fit(y0: Vector, y1: Vector, k: list[Vector], h: float) -> list[Vector]:
     """Coefficients (e, d, c, b, a) of the quartic in x = (t - t0) / h through y0, y1, the
     midpoint state and the end slopes."""
-    out = ([], [], [], [], [])
-    for y, z, a, c, d, e, f, g in zip(y0, y1, k[0], k[2], k[3], k[4], k[5], k[6]):
-        mid = y + h * (M1 * a + M3 * c + M4 * d + M5 * e + M6 * f + M7 * g)
-        out[0].append(y)
-        out[1].append(h * a)
-        out[2].append(h * (g - 4 * a) - 11 * y - 5 * z + 16 * mid)
-        out[3].append(h * (5 * a - 3 * g) + 18 * y + 14 * z - 32 * mid)
-        out[4].append(2 * h * (g - a) - 8 * (z + y) + 16 * mid)
-    return list(out)
+    k1, _, k3, k4, k5, k6, k7 = k
+    mid = [y + h * (M1 * a + M3 * c + M4 * d + M5 * e + M6 * f + M7 * g)
+           for y, a, c, d, e, f, g in zip(y0, k1, k3, k4, k5, k6, k7)]
+    rows = list(zip(y0, y1, mid, k1, k7))
+    return [y0, [h * a for a in k1],
+            [h * (g - 4 * a) - 11 * y - 5 * z + 16 * m for y, z, m, a, g in rows],
+            [h * (5 * a - 3 * g) + 18 * y + 14 * z - 32 * m for y, z, m, a, g in rows],
+            [2 * h * (g - a) - 8 * (z + y) + 16 * m for y, z, m, a, g in rows]]
 
 
 def _next_step(dt: float, error_ratio: float) -> float:

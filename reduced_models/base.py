@@ -463,10 +463,10 @@ class _FlowRhs:
             try:
                 grad = model._scalar_grad(*state, *self._hyper_values)
             except (ArithmeticError, ValueError):  # overflow, domain error, division by zero
-                grad = None
+                pass
             except (NameError, TypeError):  # a function math lacks: tensors from now on
-                model._scalar_usable, grad = False, None
-            if grad is not None:
+                model._scalar_usable = False
+            else:
                 if self._negative_diagonal is not None:
                     return [m * g for m, g in zip(self._negative_diagonal, grad)]
                 return [sum(m * g for m, g in zip(row, grad)) for row in self._negative_rows]
