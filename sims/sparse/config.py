@@ -88,10 +88,12 @@ FLOW = Schema((
         low_open=True),
     Key("t_max", "float", 5.0, "gradient-flow time of the comparison", low=0.0, low_open=True),
     Key("records", "int", 40, "log-spaced records of the comparison", low=2),
-    Key("n_flow", "int", 16, "context length of the comparison", low=1),
-    Key("flow_batch", "int", 256, "prompts per SGD step of the linear stack", low=1),
-    Key("mc_samples", "int", 20000, "prompts of the Monte-Carlo population loss (the per-prompt "
-        "loss is heavy-tailed: fewer prompts bias the flow)", low=2),
+    Key("n_flow", "int", 32, "context length of the comparison (at n = 2d the per-prompt "
+        "gradient is heavier-tailed: SGD strays further from the flow)", low=1),
+    Key("flow_batch", "int", 1024, "prompts per SGD step of the linear stack (SGD's spread "
+        "about the flow scales as sqrt(lr / flow_batch))", low=1),
+    Key("mc_samples", "int", 100000, "prompts of the Monte-Carlo population loss (the per-prompt "
+        "loss is heavy-tailed: the flow moves by ~1/sqrt(mc_samples) with the sample)", low=2),
     Key("init_alpha", "float", 0.25, "start of every layer-1 scale alpha_h (alpha = 0 is "
         "stationary in alpha; SGD's kicks along the feature step grow as alpha^4)", low=0.0,
         low_open=True),

@@ -15,6 +15,11 @@ same for the (alpha, eta) manifold split by weight block (OFF_BLOCKS), which
 is how the extension was found: SGD leaves the (alpha, eta) manifold first in
 the later layers' u-u block (the feature step grows faster than the step on x).
 
+SGD strays from the flow by its noise, which scales as sqrt(lr / flow_batch) and is
+large here (the per-prompt gradient is heavy-tailed, less so at larger n_flow); the
+flow's own sampling error scales as 1 / sqrt(mc_samples). The defaults hold both well
+below the 10% the comparison is read at (docs/sparse-theory.md, section 3).
+
 `kq_train` chooses what SGD trains: `sign-symmetric` (default) the KQ entries
 a sign flip of one coordinate leaves fixed (each head's diagonal on x and its
 u-u block; per coordinate, not per block), `all` every entry (but the label
