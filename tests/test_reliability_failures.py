@@ -123,7 +123,10 @@ def test_ctrl_c_is_one_line_and_keeps_the_file(stored, tmp_path):
     proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--set", "t_max=60",
                              "--set", "checkpoint_every=20", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            cwd=ROOT)
+                            cwd=ROOT,
+                            # as from a terminal: a suite started in the background (`cmd &`
+                            # in a script) ignores SIGINT, and its children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list((tmp_path / "r.h5.ckpt").rglob("*.pt")):  # inside SGD, not before it
         assert proc.poll() is None and time.monotonic() < deadline
