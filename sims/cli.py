@@ -110,8 +110,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _keys_epilog(argv: list[str]) -> str | None:
-    """The keys of the experiment named after run/check/sweep in argv, for its --help."""
-    if len(argv) < 2 or argv[0] not in ("run", "check", "sweep"):
+    """The keys of the experiment named after run/check/sweep in argv, for its --help (only
+    asked for help: listing them reads every system's declaration)."""
+    if (len(argv) < 2 or argv[0] not in ("run", "check", "sweep")
+            or not {"-h", "--help"} & set(argv)):
         return None
     info = registry.experiments().get(argv[1])
     if info is None:
