@@ -119,14 +119,18 @@ def test_show_into_a_closed_pipe_is_silent(stored, tmp_path):
 def test_ctrl_c_is_one_line_and_keeps_the_file(stored, tmp_path):
     out = tmp_path / "r.h5"
     out.write_bytes(stored.read_bytes())
-    # t_max 60: 6000 SGD steps, so that the interrupt lands in SGD even on a loaded machine
-    proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--set", "t_max=60",
-                             "--set", "checkpoint_every=20", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            cwd=ROOT,
-                            # as from a terminal: a suite started in the background (`cmd &`
-                            # in a script) ignores SIGINT, and its children inherit that
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # t_max 60: 6000 SGD steps, so that the interrupt lands in SGD even on a loaded machine.
+    # A handler in this process for the spawn: the child then starts with SIGINT's default,
+    # as from a terminal (a suite started in the background, `cmd &` in a script, ignores
+    # SIGINT, and its children would inherit that)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([*ICLDYN, "run", "linreg", *LONGER["linreg"], "--set",
+                                 "t_max=60", "--set", "checkpoint_every=20", "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=ENV, cwd=ROOT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     while not list((tmp_path / "r.h5.ckpt").rglob("*.pt")):  # inside SGD, not before it
         assert proc.poll() is None and time.monotonic() < deadline
