@@ -271,7 +271,6 @@ class ReducedModel:
         if self.symbolic:
             self._loss = torch_function(self._functions["loss"])
             self._grad = torch_function(self._functions["grad"])
-            self._metric_rows = self.metric_inverse.tolist()
         self._scalar_usable = self.symbolic
 
     def _compiled(self) -> tuple[dict[str, tuple], dict[str, Callable]]:
@@ -394,23 +393,6 @@ class ReducedModel:
             self._save(self._obs_shapes, self._functions)
         return self._functions["scalar_grad"]
 
-    def _scalar_rhs(self, state: torch.Tensor, hyper: Hyper) -> torch.Tensor | None:
-        """-G^-1 grad Loss at one float64 CPU state (1, P), on Python floats; None where the
-        floats cannot give it (then the tensor path does, with its inf and nan)."""
-        try:
-            values = state[0].tolist() + [float(hyper[h]) for h in self.hyper]
-        except (LookupError, TypeError, ValueError, RuntimeError):  # hyper-parameter batches
-            return None
-        try:
-            grad = self._scalar_grad(*values)
-        except (ArithmeticError, ValueError):  # overflow, domain error, division by zero
-            return None
-        except (NameError, TypeError):  # a function math lacks: tensors from now on
-            self._scalar_usable = False
-            return None
-        return torch.tensor([[-sum(r * g for r, g in zip(row, grad)) for row in self._metric_rows]],
-                            dtype=state.dtype)
-
     def rhs(self, hyper: Hyper) -> Callable[[torch.Tensor], torch.Tensor]:
         """Gradient-flow right-hand side y -> -G^-1 grad Loss(y), on (B, P) states, with an
         `on_floats` method on one state as a list of floats for the lean solver
@@ -443,34 +425,41 @@ class _FlowRhs:
             self._hyper_values = None
 
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        if (model._scalar_usable and state.shape[0] == 1 and state.dtype == torch.float64
-                and state.device.type == "cpu" and not state.requires_grad):
-            out = model._scalar_rhs(state, self.hyper)
+        if (state.shape[0] == 1 and state.dtype == torch.float64 and state.device.type == "cpu"
+                and not state.requires_grad):
+            out = self._floats(state[0].tolist())
             if out is not None:
-                return out
+                return torch.tensor([out], dtype=state.dtype)
         key = (state.dtype, state.device)
         if key not in self._metric:
-            self._metric[key] = torch.as_tensor(model.metric_inverse, dtype=state.dtype,
+            self._metric[key] = torch.as_tensor(self.model.metric_inverse, dtype=state.dtype,
                                                 device=state.device)
-        return -model.gradient(state, self.hyper) @ self._metric[key]
+        return -self.model.gradient(state, self.hyper) @ self._metric[key]
 
     def on_floats(self, state: list[float]) -> list[float]:
         """One state as P floats -> its P derivatives (the lean solver's interface): on
         Python floats where the model allows, else through tensors."""
+        out = self._floats(state)
+        if out is None:
+            return self(torch.tensor([state], dtype=torch.float64))[0].tolist()
+        return out
+
+    def _floats(self, state: list[float]) -> list[float] | None:
+        """-G^-1 grad Loss on Python floats (`compile_scalar`); None where the floats cannot
+        give it (then the tensor path does, with its inf and nan)."""
         model = self.model
-        if model._scalar_usable and self._hyper_values is not None:
-            try:
-                grad = model._scalar_grad(*state, *self._hyper_values)
-            except (ArithmeticError, ValueError):  # overflow, domain error, division by zero
-                pass
-            except (NameError, TypeError):  # a function math lacks: tensors from now on
-                model._scalar_usable = False
-            else:
-                if self._negative_diagonal is not None:
-                    return [m * g for m, g in zip(self._negative_diagonal, grad)]
-                return [sum(m * g for m, g in zip(row, grad)) for row in self._negative_rows]
-        return self(torch.tensor([state], dtype=torch.float64))[0].tolist()
+        if not model._scalar_usable or self._hyper_values is None:
+            return None
+        try:
+            grad = model._scalar_grad(*state, *self._hyper_values)
+        except (ArithmeticError, ValueError):  # overflow, domain error, division by zero
+            return None
+        except (NameError, TypeError):  # a function math lacks: tensors from now on
+            model._scalar_usable = False
+            return None
+        if self._negative_diagonal is not None:
+            return [m * g for m, g in zip(self._negative_diagonal, grad)]
+        return [sum(m * g for m, g in zip(row, grad)) for row in self._negative_rows]
 
 
 def stationary_point(model: ReducedModel, guess: torch.Tensor, hyper: Hyper,
