@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from dynamics.dopri5 import MAX_DIM
 from dynamics.ode import integrate
 from reduced_models import induction, linreg
 from sims.experiment import generator
@@ -79,3 +80,39 @@ def test_a_float_right_hand_side_is_used_on_the_lean_path():
     sol = integrate(Decay(), torch.ones(1, 1, dtype=torch.float64), T)
     assert calls["tensor"] == 0 and calls["floats"] > 0
     assert np.allclose(sol.y[:, 0, 0].numpy(), np.exp(-T), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [1, 7, MAX_DIM])
+def test_the_generated_step_agrees_with_torchdiffeq_at_every_size(dim):
+    """The lean step is generated per state size; a coupled linear flow y' = A y at the
+    smallest, an odd and the largest size it is made for, starting at zero in one entry
+    (the error scale there is atol alone)."""
+    gen = torch.Generator().manual_seed(dim)
+    a = -torch.eye(dim, dtype=torch.float64) + 0.3 * torch.randn(dim, dim, generator=gen,
+                                                                 dtype=torch.float64) / dim**0.5
+    y0 = torch.randn(1, dim, generator=gen, dtype=torch.float64)
+    y0[0, 0] = 0.0
+    lean, reference = both(lambda y: y @ a.T, y0, T, rtol=1e-8, atol=1e-10)
+    assert lean.status == reference.status == ["complete"]
+    assert relative_gap(lean, reference) < 1e-9
+    exact = torch.stack([torch.linalg.matrix_exp(a * t) @ y0[0] for t in T])
+    assert float((lean.y[:, 0] - exact).abs().max()) < 1e-6
+
+
+def test_beyond_the_generated_sizes_auto_takes_torchdiffeq():
+    y0 = torch.ones(1, MAX_DIM + 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="lean"):
+        integrate(lambda v: -v, y0, T, backend="lean")
+    sol = integrate(lambda v: -v, y0, T)
+    assert np.allclose(sol.y[:, 0, 0].numpy(), np.exp(-T), rtol=1e-6)
+
+
+def test_a_zero_entry_with_zero_atol_is_handled_in_ieee_arithmetic():
+    """atol = 0 at an entry that stays 0: its error scale is 0, so 0/0 enters the error
+    norm in IEEE arithmetic (NaN: a step size that is not finite), as on torchdiffeq's
+    path; the integration stalls instead of raising."""
+    y0 = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    lean, reference = both(lambda y: y * torch.tensor([0.0, -1.0], dtype=torch.float64), y0, T,
+                           rtol=1e-6, atol=0.0)
+    assert lean.status == reference.status == ["stalled"]
+    assert lean.valid.sum() == reference.valid.sum() == 1

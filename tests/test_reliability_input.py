@@ -280,7 +280,9 @@ def test_pickled_data_in_an_hdf5_file_is_never_unpickled(tmp_path, capsys, good_
 ALLOWED = {("reduced_models/base.py", "sympify"),  # sympy expressions built in code, not user text
            # a cached model's syntax tree, compiled only after cache._check has found nothing
            # but arithmetic on numbers and names and calls of torch and math functions in it
-           ("reduced_models/cache.py", "exec")}
+           ("reduced_models/cache.py", "exec"),
+           # the lean solver's step, generated from its tableau and the state's size only
+           ("dynamics/dopri5.py", "exec")}
 
 
 def test_no_code_evaluation_or_unpickling_in_the_package():

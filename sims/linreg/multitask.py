@@ -144,7 +144,8 @@ class MultitaskAttention(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L + 1, d + N), the query last -> y_hat (B, N)."""
-        return torch.einsum("bhi,hik->bk", attend(self.KQ, tokens), self.OV)
+        mixed = attend(self.KQ, tokens)
+        return mixed.reshape(mixed.shape[0], -1) @ self.OV.reshape(-1, self.tasks)
 
 
 def task_observables(kq: torch.Tensor, ov: torch.Tensor,
