@@ -169,7 +169,7 @@ def _kernels(dim: int) -> tuple[Callable, Callable, Callable]:
 
 def _kernel_source(dim: int) -> str:
     """Source of `_kernels`. Entry i of slope k1..k7 is the local a_i..g_i, of y0 u_i, of the
-    trial state y1 z_i; the arithmetic is in the order of the list form (tests compare)."""
+    trial state y1 z_i, of stage state j s{j}_i."""
     idx = range(dim)
 
     def names(letter: str) -> str:
