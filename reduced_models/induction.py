@@ -44,11 +44,20 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 import torch
+from torch.autograd.function import once_differentiable
 
 from dynamics.ode import integrate
 from dynamics.trajectory import Trajectory
 
 from .base import Manifold, Param, ReducedModel, SymbolicLoss, TorchLoss
+from .induction_kernel import (
+    CopierFeatures,
+    LogitTable,
+    head_similarity,
+    logit_table,
+    selector_kernel,
+    selector_kernel_vjp,
+)
 from .markov import (
     candidate_sets,
     gih_counts,
@@ -224,6 +233,42 @@ class WindowCounts:
         weights = (logits - logits.detach().amax(-1, keepdim=True)).exp()
         return -((weights * target_ratio).sum(-1) / weights.sum(-1)).log().mean(-1)
 
+    @functools.cached_property
+    def target_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Of the sequences in `target_columns`: (n_seen, K) N_y and N_y(target) (0 on the
+        padding)."""
+        _, log_visits, target_ratio = self.target_columns
+        visits = log_visits.exp()
+        return visits, visits * target_ratio
+
+    def table_loss_gradient(self, logit_table: torch.Tensor,
+                            variant: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """`table_loss` (B,) and its gradient w.r.t. the logit table (B, P, P).
+
+        "ce", in closed form: sequence n with query pattern z reads row z of the table
+        only, so with E = exp(T - max_y T[z, y]) (row by row), num_n = sum_y N_y(target)
+        E[z, y] and den_n = sum_y N_y E[z, y], loss = -mean_n log(num_n / den_n) and
+        d loss / d E[z, y] = mean_n [z_n = z] (N_y / den_n - N_y(target) / num_n). Where a
+        row spans more than 600 (exp would underflow), and for other variants: autograd.
+        """
+        if variant == "ce" and bool((logit_table.amax(-1) - logit_table.amin(-1) < 600).all()):
+            position, _, _ = self.target_columns
+            visits, target_visits = self.target_weights
+            B = logit_table.shape[0]
+            shifted = (logit_table - logit_table.amax(-1, keepdim=True)).exp().reshape(B, -1)
+            read = shifted[:, position]                                      # (B, n, K)
+            num, den = (read * target_visits).sum(-1), (read * visits).sum(-1)
+            loss = -(num / den).log().mean(-1)
+            coefficient = (visits / den[..., None] - target_visits / num[..., None]) / len(position)
+            grad = torch.zeros_like(shifted).index_add_(1, position.reshape(-1),
+                                                        coefficient.reshape(B, -1))
+            return loss, (grad * shifted).reshape(logit_table.shape)
+        with torch.enable_grad():
+            table = logit_table.detach().requires_grad_(True)
+            loss = self.table_loss(table, variant)
+            (grad,) = torch.autograd.grad(loss.sum(), table)
+        return loss.detach(), grad
+
     def predict_by_token(self, logit_table: torch.Tensor) -> torch.Tensor:
         """y_hat (B, n, vocab) for logits (B, P, P, vocab) that also depend on the key's own
         token: entry [z, y, e] is the logit of a key of pattern y and token e (the full model).
@@ -256,48 +301,38 @@ def prediction_loss(y_hat: torch.Tensor, target: torch.Tensor, target_seen: torc
     raise ValueError(f"unknown loss variant {variant!r}")
 
 
-# ----------------------------------------------- the simplified network's function
+# ----------------------------------------------- the simplified network's loss
 
 
-def copier_features(w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Normalised copier outputs u_h(y) = v_h(y) / |v_h(y)| of every window pattern.
+def network_loss(counts: WindowCounts, w: torch.Tensor, p: torch.Tensor, a: torch.Tensor,
+                 inputs: torch.Tensor, sets: list[tuple[int, ...]], variant: str) -> torch.Tensor:
+    """(B,) mean loss on the sequences of `counts` of the network with weights w (B, H, M),
+    p (B, n_sets), a (B,): counts.table_loss of `logit_table`.
 
-    w: (..., H, M) logits; inputs: (H, P, M, vocab) from `InductionShape.copier_inputs`.
-    v_h(y) = sum_k softmax_k(w_h) onehot(y at head h's k-th offset); u = 0 where v = 0
-    (no token in the window). Returns (..., H, P, vocab).
+    Where a gradient is needed it is the closed form (`WindowCounts.table_loss_gradient`
+    and `LogitTable.vjp`), differentiable once (SGD's backward pass); for higher
+    derivatives use table_loss(logit_table(...)), plain autograd.
     """
-    v = torch.einsum("...hk,hpke->...hpe", torch.softmax(w, -1), inputs)
-    norm2 = (v**2).sum(-1, keepdim=True)
-    nonzero = norm2 > 0
-    return torch.where(nonzero, v * torch.where(nonzero, norm2, 1.0).rsqrt(), 0.0)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (w, p, a)):
+        return _NetworkLoss.apply(w, p, a, counts, inputs, sets, variant)
+    return counts.table_loss(logit_table(w, p, a, inputs, sets), variant)
 
 
-def head_similarity(w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """(..., H, P, P) <u_h(z), u_h(y)> between all pairs of window patterns."""
-    u = copier_features(w, inputs)
-    return torch.einsum("...hpe,...hqe->...hpq", u, u)
+class _NetworkLoss(torch.autograd.Function):
+    """`network_loss` with the gradient computed with the loss."""
 
+    @staticmethod
+    def forward(ctx, w, p, a, counts, inputs, sets, variant):
+        table = LogitTable(w, p, a, inputs, sets)
+        loss, grad_table = counts.table_loss_gradient(table.table, variant)
+        ctx.table, ctx.grad_table = table, grad_table
+        return loss
 
-def selector_kernel(similarity: torch.Tensor, p: torch.Tensor,
-                    sets: list[tuple[int, ...]]) -> torch.Tensor:
-    """Feature kernel k(z, y) = sum_S p_S prod_(h in S) similarity_h(z, y).
-
-    similarity: (..., H, P, P); p: (..., n_sets); sets of 1-indexed heads (the empty
-    set's product is 1). Returns (..., P, P).
-    """
-    terms = []
-    for i, heads in enumerate(sets):
-        product = torch.ones_like(similarity[..., 0, :, :])
-        for h in heads:
-            product = product * similarity[..., h - 1, :, :]
-        terms.append(p[..., i, None, None] * product)
-    return torch.stack(terms, 0).sum(0)
-
-
-def logit_table(w: torch.Tensor, p: torch.Tensor, a: torch.Tensor, inputs: torch.Tensor,
-                sets: list[tuple[int, ...]]) -> torch.Tensor:
-    """(B, P, P) classifier logits a k(z, y) from w (B, H, M), p (B, n_sets), a (B,)."""
-    return a[:, None, None] * selector_kernel(head_similarity(w, inputs), p, sets)
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        grads = ctx.table.vjp(grad_loss[:, None, None] * ctx.grad_table)
+        return grads["w"], grads["p"], grads["a"], None, None, None, None
 
 
 # ------------------------------------------------------------- manifold
@@ -330,9 +365,14 @@ def population_model(counts: WindowCounts, *, shape: InductionShape,
         return counts.table_loss(logit_table(obs["w"], obs["p"], obs["a"], inputs, sets),
                                  variant)
 
+    def gradient(obs, hyper):
+        table = LogitTable(obs["w"], obs["p"], obs["a"], inputs, sets)
+        return table.vjp(counts.table_loss_gradient(table.table, variant)[1])
+
     description = (f"population {variant} loss of the simplified network, Monte Carlo over "
                    f"{len(counts)} chains and sequences (L={counts.length})")
-    return ReducedModel(manifold(shape=shape), observables, TorchLoss(loss, description))
+    return ReducedModel(manifold(shape=shape), observables,
+                        TorchLoss(loss, description, gradient=gradient))
 
 
 # ------------------------------------------------ the symbolic three-stage model
@@ -380,8 +420,8 @@ def soft_gain_function(name: str, omega: torch.Tensor, inputs: torch.Tensor) -> 
     first-order gain (dLoss/da at a = 0 is -sum_S p_S D_S), in closed form in w (softmax,
     inner products and norms over the window patterns), evaluated in torch. Its partial
     derivatives are sympy Functions too (all r M of them, with D_S on Python floats, from
-    one autograd pass, reused while the arguments are the same objects: one evaluation of
-    a compiled gradient).
+    one pass of the closed-form gradient (`CopierFeatures.similarity_vjp`), reused while the arguments are
+    the same objects: one evaluation of a compiled gradient).
     """
     r, window = inputs.shape[0], inputs.shape[2]
     heads = [tuple(range(1, r + 1))]
@@ -392,19 +432,20 @@ def soft_gain_function(name: str, omega: torch.Tensor, inputs: torch.Tensor) -> 
         return torch.stack(values, -1).reshape(*values[0].shape, r, window)
 
     last = {"args": (), "value": None, "grad": None}
+    one = torch.ones(1, dtype=torch.float64)  # p of the one set
 
     def evaluate(args) -> dict:
         """D_S and its gradient at args, once per new set of argument objects. On Python
         floats (the scalar path of a compiled gradient) they are Python floats too, so
         the rest of the expression stays on floats."""
         if len(args) != len(last["args"]) or any(x is not y for x, y in zip(args, last["args"])):
-            with torch.enable_grad():
-                w = as_w(args).detach().requires_grad_(True)
-                gain = exact_first_order_gains(omega, w, inputs, heads)[..., 0]
-                (g,) = torch.autograd.grad(gain.sum(), w)
+            features = CopierFeatures(as_w(args), inputs)
+            similarity = features.similarity
+            gain = (selector_kernel(similarity, one, heads) * omega).sum((-1, -2))
+            g = features.similarity_vjp(selector_kernel_vjp(similarity, one, heads, omega)[0])
             g = g.reshape(*g.shape[:-2], r * window)
             if all(type(x) is float for x in args):
-                last.update(args=args, value=float(gain.detach()), grad=g.tolist())
+                last.update(args=args, value=float(gain), grad=g.tolist())
             else:
                 last.update(args=args, value=None, grad=g.unbind(-1))
         return last
@@ -532,6 +573,27 @@ def three_stage_model(tokens: torch.Tensor, *, shape: InductionShape, s_star: tu
 # ------------------------------------------------------------- SGD's growth of |C|
 
 
+def sequence_logit_gradients(logits: torch.Tensor, ratio: torch.Tensor, target: torch.Tensor,
+                             variant: str) -> torch.Tensor:
+    """(B, n, K) gradient of each sequence's own loss w.r.t. its attention logits (B, n, K)
+    (a k(query, key) + log N_y over the K patterns it visits, `WindowCounts.visited`);
+    ratio (n, vocab, K) N_y(e) / N_y, target (n,). With q = softmax(logits) and
+    y_hat = sum_k q_k ratio_k: "ce" (targets seen in the context only) q_k (1 -
+    ratio_k(target) / y_hat(target)); "logsoftmax" q_k <c, ratio_k - y_hat>,
+    c = softmax(y_hat) - onehot(target)."""
+    q = torch.softmax(logits, -1)
+    if variant == "ce":
+        picked = ratio.gather(1, target[:, None, None].expand(-1, 1, ratio.shape[-1]))[:, 0]
+        y_target = (q * picked).sum(-1, keepdim=True)
+        return q - q * picked / y_target
+    if variant == "logsoftmax":
+        y_hat = torch.einsum("bnk,nek->bne", q, ratio)
+        c = torch.softmax(y_hat, -1) - torch.nn.functional.one_hot(target, ratio.shape[1])
+        return q * (torch.einsum("bne,nek->bnk", c, ratio) - (c * y_hat).sum(-1, keepdim=True))
+    raise ValueError(f"unknown loss variant {variant!r}")
+
+
+
 class SgdSelectorDrift:
     """The growth of |C| under plain SGD, as the `radial` rate of `integrate_log_selector`.
 
@@ -558,6 +620,9 @@ class SgdSelectorDrift:
         self.inputs = shape.copier_inputs()
         self.used = counts.target_seen if variant == "ce" else torch.ones_like(counts.target_seen)
         self.batch = batch * float(self.used.double().mean())
+        # the patterns each counted sequence visits (WindowCounts.visited), and its target
+        self.visited = tuple(x[self.used] for x in counts.visited)
+        self.target = counts.target[self.used]
 
     def per_sequence_gradients(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """At states (B, P): the gradient w.r.t. C of each counted sequence's loss
@@ -569,17 +634,12 @@ class SgdSelectorDrift:
         eye = torch.eye(len(self.sets), dtype=torch.float64)
         products = selector_kernel(head_similarity(w, self.inputs)[:, None], eye, self.sets)
         table = a[:, :, None] * (p[:, :, None, None] * products).sum(1)   # (B, P, P)
-        counts = self.counts
-        position, log_visits, ratio = counts.visited   # patterns each sequence visits
-        with torch.enable_grad():
-            rows = table.flatten(1)[:, position].requires_grad_(True)     # (B, n, K)
-            y_hat = (torch.softmax(rows + log_visits, -1)[:, :, None, :] * ratio).sum(-1)
-            loss = counts.loss(y_hat, self.variant).sum()
-            (grad,) = torch.autograd.grad(loss, rows)
-        used = self.used
-        grad = grad[:, used] * int(used.sum())                             # per sequence
+        position, log_visits, ratio = self.visited
+        logits = table.flatten(1).index_select(1, position.reshape(-1)).reshape(
+            -1, *position.shape) + log_visits                                 # (B, n_used, K)
+        grad = sequence_logit_gradients(logits, ratio, self.target, self.variant)
         g_p = a[:, :, None] * torch.einsum("bnk,bsnk->bns", grad,
-                                           products.flatten(2)[:, :, position[used]])
+                                           products.flatten(2)[:, :, position])
         centred = g_p - (p[:, None] * g_p).sum(-1, keepdim=True)
         excess = g_p.mean(1) - (p * g_p.mean(1)).sum(-1, keepdim=True)
         return 2 * C[:, None] / norm2[:, None] * centred, excess

@@ -85,6 +85,5 @@ class SimplifiedInductionNet(NamedWeights):
     def loss(self, counts: theory.WindowCounts, variant: str) -> torch.Tensor:
         """Scalar mean loss on the sequences of `counts` ("ce" or "logsoftmax")."""
         obs = project(self.weights())
-        table = theory.logit_table(self.w[None], obs["p"][None], obs["a"][None], self.inputs,
-                                   self.sets)
-        return counts.table_loss(table, variant)[0]
+        return theory.network_loss(counts, self.w[None], obs["p"][None], obs["a"][None],
+                                   self.inputs, self.sets, variant)[0]
