@@ -90,16 +90,21 @@ def test_network_backward_is_autograd_of_the_forward_pass(tokens, name, variant)
     net = SimplifiedInductionNet(shape=shape)
     w, p, a = weights(shape, 1, seed=4)
     net.load({"w": w[0], "C": p[0].sqrt() * 0.3, "a": a})
-    net.loss(counts, variant).backward()
-    got = [prm.grad.clone() for prm in (net.w, net.C, net.a)]
-    net.zero_grad()
+    batches = [counts] + ([theory.TargetCounts.from_tokens(tokens, shape.span, V)]
+                          if variant == "ce" else [])
+    grads = []
+    for batch in batches:
+        net.loss(batch, variant).backward()
+        grads.append([prm.grad.clone() for prm in (net.w, net.C, net.a)])
+        net.zero_grad()
     one_hot = torch.nn.functional.one_hot(tokens, V).double()
     one_hot[:, -1] = 0
     y_hat = net(one_hot)
     direct = theory.prediction_loss(y_hat, tokens[:, -1], counts.target_seen, variant)
     expected = torch.autograd.grad(direct, [net.w, net.C, net.a])
-    for g, reference in zip(got, expected):
-        torch.testing.assert_close(g, reference, rtol=1e-10, atol=1e-14)
+    for got in grads:
+        for g, reference in zip(got, expected):
+            torch.testing.assert_close(g, reference, rtol=1e-10, atol=1e-14)
     with pytest.raises(RuntimeError):  # first order only, and it says so
         obs = project(net.weights())
         loss = theory.network_loss(counts, net.w[None], obs["p"][None], obs["a"][None],
@@ -169,3 +174,25 @@ def test_soft_gain_slopes_are_autograd(tokens, name):
         assert all(type(x) is float for x in on_floats)
         torch.testing.assert_close(torch.tensor(on_floats, dtype=torch.float64), reference[0],
                                    rtol=1e-11, atol=1e-15)
+
+
+def test_target_counts_give_the_window_counts_ce_loss_and_its_gradient(tokens):
+    """SGD's lean batch statistics: the same "ce" loss as WindowCounts (sequences whose
+    target is not in the context left out), its closed-form gradient against autograd."""
+    counts = theory.WindowCounts.from_tokens(tokens, 3, V)
+    lean = theory.TargetCounts.from_tokens(tokens, 3, V)
+    assert len(lean) == int(counts.target_seen.sum()) < len(counts)
+    P = counts.log_visits.shape[1]
+    gen = torch.Generator().manual_seed(8)
+    never = int(torch.isinf(counts.log_visits).all(0).nonzero()[0, 0])
+    for scale, far in ((0.1, 0.0), (5.0, 0.0), (5.0, -1000.0)):
+        table = scale * torch.randn((2, P, P), generator=gen, dtype=torch.float64)
+        table[..., never] = far
+        torch.testing.assert_close(lean.table_loss(table), counts.table_loss(table, "ce"),
+                                   rtol=1e-13, atol=0)
+        loss, grad = lean.table_loss_gradient(table)
+        (reference,) = autograd(lambda t: counts.table_loss(t, "ce"), table)
+        torch.testing.assert_close(loss, counts.table_loss(table, "ce"), rtol=1e-13, atol=0)
+        torch.testing.assert_close(grad, reference, rtol=1e-11, atol=1e-15)
+    with pytest.raises(ValueError, match="'ce' loss only"):
+        lean.table_loss(table, "logsoftmax")

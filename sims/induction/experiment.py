@@ -288,9 +288,12 @@ def train_network(net, config: dict, stages: list, eval_counts, observe, gen, na
     M = shape_of(config).span
     parents = tuple(sorted(config["parents"]))
 
+    # the simplified network's "ce" loss reads only TargetCounts of a batch
+    lean = variant == "ce" and isinstance(net, SimplifiedInductionNet)
+    counts_of = theory.TargetCounts.from_tokens if lean else theory.WindowCounts.from_tokens
     fixed = (make_dataset(config["train_size"], V, parents, config["alpha"], L, gen).tokens
              if config["train_size"] else None)
-    whole = (theory.WindowCounts.from_tokens(fixed, M, V) if config["full_batch"] else None)
+    whole = (counts_of(fixed, M, V) if config["full_batch"] else None)
 
     def batch_loss() -> torch.Tensor:
         if whole is not None:
@@ -299,7 +302,7 @@ def train_network(net, config: dict, stages: list, eval_counts, observe, gen, na
             tokens = make_dataset(config["batch"], V, parents, config["alpha"], L, gen).tokens
         else:
             tokens = fixed[torch.randint(len(fixed), (config["batch"],), generator=gen)]
-        return net.loss(theory.WindowCounts.from_tokens(tokens, M, V), variant)
+        return net.loss(counts_of(tokens, M, V), variant)
 
     def eval_loss() -> float:
         return float(net.loss(eval_counts, variant))

@@ -82,8 +82,10 @@ class SimplifiedInductionNet(NamedWeights):
                                    self.sets)
         return counts.predict(table)[0]
 
-    def loss(self, counts: theory.WindowCounts, variant: str) -> torch.Tensor:
-        """Scalar mean loss on the sequences of `counts` ("ce" or "logsoftmax")."""
+    def loss(self, counts: theory.WindowCounts | theory.TargetCounts,
+             variant: str) -> torch.Tensor:
+        """Scalar mean loss on the sequences of `counts` ("ce" or "logsoftmax"; TargetCounts
+        hold "ce" only)."""
         obs = project(self.weights())
         return theory.network_loss(counts, self.w[None], obs["p"][None], obs["a"][None],
                                    self.inputs, self.sets, variant)[0]
