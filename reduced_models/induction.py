@@ -56,7 +56,6 @@ from .induction_kernel import (
     head_similarity,
     logit_table,
     selector_kernel,
-    selector_kernel_vjp,
 )
 from .markov import (
     candidate_sets,
@@ -142,9 +141,9 @@ def window_codes(tokens: torch.Tensor, window: int, vocab: int) -> torch.Tensor:
     """
     n, length = tokens.shape
     padded = torch.cat([torch.full((n, window), vocab, dtype=torch.int64), tokens], 1)
-    code = torch.zeros((n, length), dtype=torch.int64)
-    for k in range(1, window + 1):
-        code += padded[:, window - k : window - k + length] * (vocab + 1) ** (k - 1)
+    code = padded[:, window - 1 : window - 1 + length].clone(memory_format=torch.contiguous_format)
+    for k in range(2, window + 1):
+        code.add_(padded[:, window - k : window - k + length], alpha=(vocab + 1) ** (k - 1))
     return code
 
 
@@ -488,38 +487,71 @@ def sharp_gain(omega: torch.Tensor, offsets: tuple[int, ...], span: int, vocab: 
                                          [tuple(range(1, len(offsets) + 1))])[0])
 
 
-def soft_gain_function(name: str, omega: torch.Tensor, inputs: torch.Tensor) -> type:
-    """D_S(w) of one set S of r heads as a sympy Function of their r M copier logits.
+def _as_w(args, heads: int) -> torch.Tensor:
+    """(..., heads, M) logits from heads x M floats or broadcastable tensors."""
+    values = torch.broadcast_tensors(*[torch.as_tensor(x, dtype=torch.float64) for x in args])
+    return torch.stack(values, -1).reshape(*values[0].shape, heads, -1)
 
-    inputs: (r, P, M, vocab), the heads' rows of `InductionShape.copier_inputs`.
+
+def _same(args: tuple, cached: tuple) -> bool:
+    return len(args) == len(cached) and all(x is y for x, y in zip(args, cached))
+
+
+class CopierCache:
+    """`CopierFeatures` of each head at its latest logits, shared by the soft gains of
+    every set that holds the head: one computation per head and new argument objects
+    (those of one evaluation of a compiled gradient). inputs: (H, P, M, vocab)."""
+
+    def __init__(self, inputs: torch.Tensor):
+        self.inputs = inputs
+        self._last: dict[int, tuple] = {}
+
+    def __call__(self, head: int, args: tuple) -> CopierFeatures:
+        """The features (..., 1, P, vocab) of head (1-indexed) at logits args (M)."""
+        cached = self._last.get(head)
+        if cached is None or not _same(args, cached[0]):
+            cached = (args, CopierFeatures(_as_w(args, 1), self.inputs[head - 1 : head]))
+            self._last[head] = cached
+        return cached[1]
+
+
+def soft_gain_function(name: str, omega: torch.Tensor, copiers: CopierCache,
+                       heads: tuple[int, ...]) -> type:
+    """D_S(w) of one set S of r heads (1-indexed) as a sympy Function of their r M copier
+    logits.
+
     D_S(w) = sum_(z,y) Omega[z, y] prod_(h in S) <u_h(z), u_h(y)>: the soft copiers' own
     first-order gain (dLoss/da at a = 0 is -sum_S p_S D_S), in closed form in w (softmax,
     inner products and norms over the window patterns), evaluated in torch. Its partial
     derivatives are sympy Functions too (all r M of them, with D_S on Python floats, from
-    one pass of the closed-form gradient (`CopierFeatures.similarity_vjp`), reused while the arguments are
-    the same objects: one evaluation of a compiled gradient).
+    one pass of the closed-form gradient `CopierFeatures.similarity_vjp`, reused while
+    the arguments are the same objects: one evaluation of a compiled gradient); the
+    heads' features come from `copiers`, shared with the other sets.
     """
-    r, window = inputs.shape[0], inputs.shape[2]
-    heads = [tuple(range(1, r + 1))]
-
-    def as_w(args) -> torch.Tensor:
-        values = torch.broadcast_tensors(*[torch.as_tensor(x, dtype=torch.float64)
-                                           for x in args])
-        return torch.stack(values, -1).reshape(*values[0].shape, r, window)
-
+    r, window = len(heads), copiers.inputs.shape[2]
+    inputs = copiers.inputs[[h - 1 for h in heads]]
     last = {"args": (), "value": None, "grad": None}
-    one = torch.ones(1, dtype=torch.float64)  # p of the one set
 
     def evaluate(args) -> dict:
         """D_S and its gradient at args, once per new set of argument objects. On Python
         floats (the scalar path of a compiled gradient) they are Python floats too, so
         the rest of the expression stays on floats."""
-        if len(args) != len(last["args"]) or any(x is not y for x, y in zip(args, last["args"])):
-            features = CopierFeatures(as_w(args), inputs)
-            similarity = features.similarity
-            gain = (selector_kernel(similarity, one, heads) * omega).sum((-1, -2))
-            g = features.similarity_vjp(selector_kernel_vjp(similarity, one, heads, omega)[0])
-            g = g.reshape(*g.shape[:-2], r * window)
+        if not _same(args, last["args"]):
+            features = [copiers(h, args[j * window : (j + 1) * window])
+                        for j, h in enumerate(heads)]
+            similarity = [f.similarity[..., 0, :, :] for f in features]
+            product = similarity[0]
+            for factor in similarity[1:]:
+                product = product * factor
+            gain = (product * omega).sum((-1, -2))
+            grads = []
+            for j, f in enumerate(features):
+                others = omega
+                for k, factor in enumerate(similarity):
+                    if k != j:
+                        others = others * factor
+                grads.append(f.similarity_vjp(others[..., None, :, :])[..., 0, :])
+            g = torch.cat(grads, -1)
             if all(type(x) is float for x in args):
                 last.update(args=args, value=float(gain), grad=g.tolist())
             else:
@@ -529,7 +561,8 @@ def soft_gain_function(name: str, omega: torch.Tensor, inputs: torch.Tensor) -> 
     def value(*args):
         if all(type(x) is float for x in args):
             return evaluate(args)["value"]
-        return exact_first_order_gains(omega, as_w(args), inputs, heads)[..., 0]
+        return exact_first_order_gains(omega, _as_w(args, r), inputs,
+                                       [tuple(range(1, r + 1))])[..., 0]
 
     slopes = [_implemented(f"{name}Slope{k}", lambda *args, k=k: evaluate(args)["grad"][k],
                            r * window)
@@ -628,9 +661,9 @@ def three_stage_model(tokens: torch.Tensor, *, shape: InductionShape, s_star: tu
     gains = {t: sharp_gain(omega, t, span, vocab) for t in candidate_sets(span, shape.degree)}
     limit = limit_loss_function(tokens, s_star, vocab, variant)
     d_star = -float(limit.slope(torch.tensor(0.0, dtype=torch.float64)))
-    inputs = shape.copier_inputs()
+    copiers = CopierCache(shape.copier_inputs())
     functions = {heads: soft_gain_function(f"SoftGain_{'_'.join(map(str, heads))}", omega,
-                                           inputs[[h - 1 for h in heads]])
+                                           copiers, heads)
                  for heads in shape.sets if heads}
 
     def build(obs, hyper):

@@ -155,10 +155,11 @@ def test_soft_gain_slopes_are_autograd(tokens, name):
     counts = theory.WindowCounts.from_tokens(tokens, shape.span, V)
     omega = theory.first_order_gains_table(counts, "ce")
     inputs = shape.copier_inputs()
+    copiers = theory.CopierCache(inputs)
     gen = torch.Generator().manual_seed(7)
     for heads in [s for s in shape.sets if s]:
         rows = [h - 1 for h in heads]
-        fn = theory.soft_gain_function("G", omega, inputs[rows])
+        fn = theory.soft_gain_function("G", omega, copiers, heads)
         w = torch.randn((2, len(heads), shape.window), generator=gen, dtype=torch.float64)
         one_set = [tuple(range(1, len(heads) + 1))]
         (reference,) = autograd(partial(theory.exact_first_order_gains, omega,
