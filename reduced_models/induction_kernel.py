@@ -5,7 +5,7 @@ T(z, y) = a k(z, y), k = sum_S p_S prod_(h in S) <u_h(z), u_h(y)>, u_h(y) = v_h(
 v_h(y) = sum_k softmax_k(w_h) onehot(token of pattern y at head h's k-th offset).
 The gradient of any scalar of T (`LogitTable.vjp`) is the chain of the three layers by
 hand: the products of the selector, the inner products of the copier features, the norm
-and the softmax. Autograd gives the same numbers (tests/test_induction_gradients.py) at
+and the softmax (`CopierFeatures.similarity_vjp`). Autograd gives the same numbers (tests/test_induction_gradients.py) at
 several times the cost on these small tensors, where each operation's overhead dominates.
 """
 
@@ -87,56 +87,46 @@ class CopierFeatures:
         return self.s * (grad_s - (self.s * grad_s).sum(-1, keepdim=True))
 
 
-def similarity_vjp(w: torch.Tensor, inputs: torch.Tensor,
-                   grad_similarity: torch.Tensor) -> torch.Tensor:
-    """(..., H, M) gradient w.r.t. w of sum(grad_similarity * head_similarity(w, inputs)),
-    grad_similarity (..., H, P, P) (`CopierFeatures.similarity_vjp`)."""
-    return CopierFeatures(w, inputs).similarity_vjp(grad_similarity)
-
-
-def selector_kernel_vjp(similarity: torch.Tensor, p: torch.Tensor, sets: list[tuple[int, ...]],
-                        grad_kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of sum(grad_kernel * selector_kernel(similarity, p, sets)), grad_kernel
-    (..., P, P) broadcasting to similarity's batch: w.r.t. similarity (..., H, P, P) and
-    w.r.t. p (..., n_sets).
-
-    d/dp_S = sum(grad_kernel prod_(h in S) similarity_h);
-    d/dsimilarity_h = sum_(S contains h) p_S grad_kernel prod_(h' in S, h' != h) similarity_h'.
-    """
-    grad_similarity = torch.zeros_like(similarity)
-    grad_p = []
-    for i, heads in enumerate(sets):
-        factors = [similarity[..., h - 1, :, :] for h in heads]
-        product = grad_kernel
-        for factor in factors:
-            product = product * factor
-        grad_p.append(product.sum((-1, -2)))
-        weighted = p[..., i, None, None] * grad_kernel
-        for j, h in enumerate(heads):
-            term = weighted
-            for k, factor in enumerate(factors):
-                if k != j:
-                    term = term * factor
-            grad_similarity[..., h - 1, :, :] += term
-    return grad_similarity, torch.stack(grad_p, -1)
+def _factor_index(sets: list[tuple[int, ...]]) -> torch.Tensor:
+    """(D, n_sets) int64: row j holds the j-th head of every set (1-indexed), 0 (a factor
+    1) where a set has fewer than D heads."""
+    depth = max(1, max(len(heads) for heads in sets))
+    return torch.tensor([[heads[j] if j < len(heads) else 0 for heads in sets]
+                         for j in range(depth)], dtype=torch.int64)
 
 
 class LogitTable:
     """T = a k (B, P, P) of weights w (B, H, M), p (B, n_sets), a (B,) (`logit_table`),
-    with what its gradient reuses."""
+    with what its gradient reuses. The selector's products over the sets are D gathers
+    of the heads' similarities (a few operations whatever the number of sets)."""
 
     def __init__(self, w: torch.Tensor, p: torch.Tensor, a: torch.Tensor,
                  inputs: torch.Tensor, sets: list[tuple[int, ...]]):
-        self.p, self.a, self.sets = p, a, sets
+        self.p, self.a, self.index = p, a, _factor_index(sets)
         self.features = CopierFeatures(w, inputs)
-        self.similarity = self.features.similarity
-        self.kernel = selector_kernel(self.similarity, p, sets)
+        similarity = self.features.similarity                               # (B, H, P, P)
+        self.padded = torch.cat([torch.ones_like(similarity[:, :1]), similarity], 1)
+        self.factors = [self.padded.index_select(1, row) for row in self.index]
+        self.products = self.factors[0]                                     # (B, n_sets, P, P)
+        for factor in self.factors[1:]:
+            self.products = self.products * factor
+        self.kernel = (p[:, None, :] @ self.products.flatten(2)).view(similarity.shape[0],
+                                                                      *similarity.shape[2:])
         self.table = a[:, None, None] * self.kernel
 
     def vjp(self, grad_table: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"w": (B, H, M), "p": (B, n_sets), "a": (B,)} gradients of
         sum(grad_table * T), grad_table (B, P, P)."""
         grad_a = (grad_table * self.kernel).sum((-1, -2))
-        grad_similarity, grad_p = selector_kernel_vjp(
-            self.similarity, self.p, self.sets, self.a[:, None, None] * grad_table)
-        return {"w": self.features.similarity_vjp(grad_similarity), "p": grad_p, "a": grad_a}
+        grad_kernel = self.a[:, None, None] * grad_table
+        grad_p = (self.products.flatten(2) @ grad_kernel.flatten(1)[:, :, None])[..., 0]
+        weighted = self.p[:, :, None, None] * grad_kernel[:, None]           # (B, n_sets, P, P)
+        grad_padded = torch.zeros_like(self.padded)
+        for j, row in enumerate(self.index):
+            term = weighted
+            for k, factor in enumerate(self.factors):
+                if k != j:
+                    term = term * factor
+            grad_padded.index_add_(1, row, term)
+        return {"w": self.features.similarity_vjp(grad_padded[:, 1:]), "p": grad_p,
+                "a": grad_a}
