@@ -140,13 +140,16 @@ def test_fixed_training_set_is_the_only_sgd_data(monkeypatch):
     """train_size = N: every SGD minibatch is made of rows of one set of N sequences."""
     from reduced_models import induction as theory
     seen = []
-    original = theory.WindowCounts.from_tokens
 
-    def spy(tokens, *args, **kwargs):
-        seen.append(tokens.clone())
-        return original(tokens, *args, **kwargs)
+    def spy(original):
+        def counts(tokens, *args, **kwargs):
+            seen.append(tokens.clone())
+            return original(tokens, *args, **kwargs)
+        return staticmethod(counts)
 
-    monkeypatch.setattr(theory.WindowCounts, "from_tokens", staticmethod(spy))
+    # the minibatches' statistics (TargetCounts for the "ce" loss), and every other count
+    for kind in (theory.WindowCounts, theory.TargetCounts):
+        monkeypatch.setattr(kind, "from_tokens", spy(kind.from_tokens))
     config = EXP.schema.resolve({"train_size": 6, "batch": 16, "t_max": 0.5, "lr": 0.1,
                                  "samples": 100, "mi_chains": 50, "records": 5,
                                  "test_samples": 0, "corrected": False})
