@@ -682,17 +682,22 @@ def three_stage_model(tokens: torch.Tensor, *, shape: InductionShape, s_star: tu
 # ------------------------------------------------------------- SGD's growth of |C|
 
 
+def target_ratio(ratio: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(n, K) ratio_k(target) of ratio (n, vocab, K) and target (n,)."""
+    return ratio.gather(1, target[:, None, None].expand(-1, 1, ratio.shape[-1]))[:, 0]
+
+
 def sequence_logit_gradients(logits: torch.Tensor, ratio: torch.Tensor, target: torch.Tensor,
-                             variant: str) -> torch.Tensor:
+                             variant: str, picked: torch.Tensor | None = None) -> torch.Tensor:
     """(B, n, K) gradient of each sequence's own loss w.r.t. its attention logits (B, n, K)
     (a k(query, key) + log N_y over the K patterns it visits, `WindowCounts.visited`);
-    ratio (n, vocab, K) N_y(e) / N_y, target (n,). With q = softmax(logits) and
-    y_hat = sum_k q_k ratio_k: "ce" (targets seen in the context only) q_k (1 -
-    ratio_k(target) / y_hat(target)); "logsoftmax" q_k <c, ratio_k - y_hat>,
-    c = softmax(y_hat) - onehot(target)."""
+    ratio (n, vocab, K) N_y(e) / N_y, target (n,), picked: their `target_ratio` if the
+    caller keeps it. With q = softmax(logits) and y_hat = sum_k q_k ratio_k: "ce"
+    (targets seen in the context only) q_k (1 - ratio_k(target) / y_hat(target));
+    "logsoftmax" q_k <c, ratio_k - y_hat>, c = softmax(y_hat) - onehot(target)."""
     q = torch.softmax(logits, -1)
     if variant == "ce":
-        picked = ratio.gather(1, target[:, None, None].expand(-1, 1, ratio.shape[-1]))[:, 0]
+        picked = target_ratio(ratio, target) if picked is None else picked
         y_target = (q * picked).sum(-1, keepdim=True)
         return q - q * picked / y_target
     if variant == "logsoftmax":
@@ -700,7 +705,6 @@ def sequence_logit_gradients(logits: torch.Tensor, ratio: torch.Tensor, target: 
         c = torch.softmax(y_hat, -1) - torch.nn.functional.one_hot(target, ratio.shape[1])
         return q * (torch.einsum("bne,nek->bnk", c, ratio) - (c * y_hat).sum(-1, keepdim=True))
     raise ValueError(f"unknown loss variant {variant!r}")
-
 
 
 class SgdSelectorDrift:
@@ -732,6 +736,7 @@ class SgdSelectorDrift:
         # the patterns each counted sequence visits (WindowCounts.visited), and its target
         self.visited = tuple(x[self.used] for x in counts.visited)
         self.target = counts.target[self.used]
+        self.target_ratio = target_ratio(self.visited[2], self.target)
 
     def per_sequence_gradients(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """At states (B, P): the gradient w.r.t. C of each counted sequence's loss
@@ -744,7 +749,8 @@ class SgdSelectorDrift:
         products, table = logits.products, logits.table            # (B, n_sets, P, P), (B, P, P)
         position, log_visits, ratio = self.visited
         logits = take(table.flatten(1), position) + log_visits          # (B, n_used, K)
-        grad = sequence_logit_gradients(logits, ratio, self.target, self.variant)
+        grad = sequence_logit_gradients(logits, ratio, self.target, self.variant,
+                                        self.target_ratio)
         keys = take(products.flatten(2).flatten(0, 1), position)        # (B n_sets, n, K)
         g_p = a[:, :, None] * torch.einsum("bnk,bsnk->bns", grad,
                                            keys.view(*products.shape[:2], *position.shape))
