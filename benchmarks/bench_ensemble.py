@@ -82,7 +82,8 @@ def main():
                    notes=f"factored H={H}, d={D}, L={L}, float32, {STEPS} steps, independent data "
                    "per seed. ratio_bound = baseline_s / sampling_s: drawing the prompts costs "
                    "the same per seed in both forms, so no batching of the model can beat it; "
-                   "at batch 256 it caps the ratio near 3.5x (hence no target), at batch 32 "
+                   "at batch 256 it caps the ratio at ratio_bound, a few x (hence no target), at "
+                   "batch 32 "
                    "per-call overhead dominates and batching pays.")
     print_table(result)
 
