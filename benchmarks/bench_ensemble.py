@@ -83,8 +83,7 @@ def main():
                    "per seed. ratio_bound = baseline_s / sampling_s: drawing the prompts costs "
                    "the same per seed in both forms, so no batching of the model can beat it; "
                    "at batch 256 it caps the ratio at ratio_bound, a few x (hence no target), at "
-                   "batch 32 "
-                   "per-call overhead dominates and batching pays.")
+                   "batch 32 per-call overhead dominates and batching pays.")
     print_table(result)
 
 
