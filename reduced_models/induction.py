@@ -250,25 +250,16 @@ class WindowCounts:
         d loss / d E[z, y] = mean_n [z_n = z] (N_y / den_n - N_y(target) / num_n). Where a
         row spans more than 600 (exp would underflow), and for other variants: autograd.
         """
-        if variant == "ce" and bool((logit_table.amax(-1) - logit_table.amin(-1) < 600).all()):
-            position, _, _ = self.target_columns
-            visits, target_visits = self.target_weights
-            B = logit_table.shape[0]
-            shifted = (logit_table - logit_table.amax(-1, keepdim=True)).exp().reshape(B, -1)
-            read = take(shifted, position)                                   # (B, n, K)
-            num, den = (read * target_visits).sum(-1), (read * visits).sum(-1)
-            loss = -(num / den).log().mean(-1)
-            n = len(position)
-            coefficient = visits * (1 / (n * den))[..., None] - target_visits * (
-                1 / (n * num))[..., None]
-            grad = torch.zeros_like(shifted).index_add_(1, position.reshape(-1),
-                                                        coefficient.reshape(B, -1))
-            return loss, (grad * shifted).reshape(logit_table.shape)
-        with torch.enable_grad():
-            table = logit_table.detach().requires_grad_(True)
-            loss = self.table_loss(table, variant)
-            (grad,) = torch.autograd.grad(loss.sum(), table)
-        return loss.detach(), grad
+        if variant != "ce" or not _exp_safe(logit_table):
+            return _autograd_table_gradient(self.table_loss, logit_table, variant)
+        position, _, _ = self.target_columns
+        visits, target_visits = self.target_weights
+        B = logit_table.shape[0]
+        shifted = (logit_table - logit_table.amax(-1, keepdim=True)).exp().reshape(B, -1)
+        loss, coefficient = _ce_terms(take(shifted, position), visits, target_visits)
+        grad = torch.zeros_like(shifted).index_add_(1, position.reshape(-1),
+                                                    coefficient.reshape(B, -1))
+        return loss, (grad * shifted).reshape(logit_table.shape)
 
     def predict_by_token(self, logit_table: torch.Tensor) -> torch.Tensor:
         """y_hat (B, n, vocab) for logits (B, P, P, vocab) that also depend on the key's own
@@ -331,21 +322,42 @@ class TargetCounts:
         """`table_loss` (B,) and its gradient w.r.t. the logit table (B, P, P), in closed
         form as `WindowCounts.table_loss_gradient` (over all P patterns of the query's row);
         where a row spans more than 600, by autograd."""
-        if variant != "ce" or not bool((logit_table.amax(-1) - logit_table.amin(-1) < 600).all()):
-            with torch.enable_grad():
-                table = logit_table.detach().requires_grad_(True)
-                loss = self.table_loss(table, variant)
-                (grad,) = torch.autograd.grad(loss.sum(), table)
-            return loss.detach(), grad
+        if variant != "ce" or not _exp_safe(logit_table):
+            return _autograd_table_gradient(self.table_loss, logit_table, variant)
         shifted = (logit_table - logit_table.amax(-1, keepdim=True)).exp()
-        read = shifted.index_select(1, self.query)                             # (B, n, P)
-        num = (read * self.target_visits).sum(-1)
-        den = (read * self.visits).sum(-1)
-        n = len(self.query)
-        coefficient = self.visits * (1 / (n * den))[..., None] - self.target_visits * (
-            1 / (n * num))[..., None]
+        loss, coefficient = _ce_terms(shifted.index_select(1, self.query), self.visits,
+                                      self.target_visits)
         grad = torch.zeros_like(shifted).index_add_(1, self.query, coefficient)
-        return -(num / den).log().mean(-1), grad * shifted
+        return loss, grad * shifted
+
+
+def _exp_safe(logit_table: torch.Tensor) -> bool:
+    """Whether every row of the table spans less than 600, so that exp(T - row max) does
+    not underflow to 0 where a closed-form "ce" gradient divides by it."""
+    return bool((logit_table.amax(-1) - logit_table.amin(-1) < 600).all())
+
+
+def _ce_terms(read: torch.Tensor, visits: torch.Tensor, target_visits: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "ce" loss (B,) and d loss / d E (B, n, K) of the entries E (B, n, K) of
+    exp(T - row max) that the n sequences read, with their N_y and N_y(target) (n, K):
+    num_n = sum_y N_y(target) E, den_n = sum_y N_y E, loss = -mean_n log(num_n / den_n),
+    d loss / d E = (N_y / den_n - N_y(target) / num_n) / n."""
+    num, den = (read * target_visits).sum(-1), (read * visits).sum(-1)
+    n = read.shape[1]
+    coefficient = visits * (1 / (n * den))[..., None] - target_visits * (
+        1 / (n * num))[..., None]
+    return -(num / den).log().mean(-1), coefficient
+
+
+def _autograd_table_gradient(table_loss, logit_table: torch.Tensor, variant: str
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """table_loss (B,) of the logit table and its gradient w.r.t. it, by autograd."""
+    with torch.enable_grad():
+        table = logit_table.detach().requires_grad_(True)
+        loss = table_loss(table, variant)
+        (grad,) = torch.autograd.grad(loss.sum(), table)
+    return loss.detach(), grad
 
 
 def take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
