@@ -775,8 +775,8 @@ class SgdSelectorDrift:
         w, C, a = s["w"], s["C"], s["a"]
         norm2 = (C**2).sum(-1, keepdim=True)
         p = C**2 / norm2
-        logits = LogitTable(w, p, a[:, 0], self.inputs, self.sets)
-        products, table = logits.products, logits.table            # (B, n_sets, P, P), (B, P, P)
+        weights = LogitTable(w, p, a[:, 0], self.inputs, self.sets)
+        products, table = weights.products, weights.table          # (B, n_sets, P, P), (B, P, P)
         position, log_visits, ratio = self.visited
         logits = take(table.flatten(1), position) + log_visits          # (B, n_used, K)
         grad = sequence_logit_gradients(logits, ratio, self.target, self.variant,
