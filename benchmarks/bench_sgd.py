@@ -8,7 +8,7 @@ batches each step.
 
 A further case times the engine's network compiled by torch.compile (inductor)
 against the same network in eager mode, at H = 8: whether compiling pays for
-this step on the machine (its loss is checked against eager's to 1e-6 first).
+this step on the machine (its output is checked against eager's to 1e-6 first).
 """
 
 from __future__ import annotations
